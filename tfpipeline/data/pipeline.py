@@ -1,0 +1,164 @@
+"""tf.data input pipelines: tokenize in-graph, cache, shuffle, bucket by length, prefetch.
+
+Two batching modes:
+
+* dynamic (default): examples are grouped into length buckets and padded to
+  the longest example of their batch; on short texts this does several times
+  less work than padding everything to ``max_length``.
+* static (``static_shapes=True``): every batch is ``[batch_size, max_length]``
+  with ``drop_remainder=True``, as TPUs and XLA need.
+
+Elements are ``(features, labels)`` with int32 ``input_ids``,
+``attention_mask`` and ``token_type_ids``; classification labels are class
+ids, NER labels are per-position tag ids with ``IGNORE_INDEX`` (-100) on
+continuation pieces, special tokens and padding.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+from tfpipeline import _env  # noqa: F401
+
+import tensorflow as tf
+
+from tfpipeline.data.examples import CLASSIFICATION, NER, DataError, TextExample, TokenExample
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.tokenization import IGNORE_INDEX, TextEncoder
+
+ENCODE_CHUNK = 256  # examples tokenized per vectorized call
+
+
+def bucket_boundaries(max_length: int) -> List[int]:
+    """Length bucket edges up to ``max_length`` (finer for short lengths, where most texts are)."""
+    edges, edge = [], 16
+    while edge < max_length:
+        edges.append(edge)
+        edge = edge + 8 if edge < 32 else edge + 16 if edge < 64 else edge + 32 if edge < 256 else edge + 64
+    return edges
+
+
+def classification_label_ids(examples: Sequence[TextExample], labels: LabelMap) -> List[int]:
+    """Class ids for ``examples``; an unknown label names the example's file and line."""
+    ids = []
+    for ex in examples:
+        if ex.label is None:
+            raise DataError(f"{ex.origin or 'example'}: example has no label")
+        ids.append(labels.id(ex.label, ex.origin))
+    return ids
+
+
+def tag_ids(examples: Sequence[TokenExample], labels: LabelMap) -> List[List[int]]:
+    out = []
+    for ex in examples:
+        if ex.tags is None:
+            raise DataError(f"{ex.origin or 'example'}: sentence has no tags")
+        if len(ex.tags) != len(ex.tokens):
+            raise DataError(f"{ex.origin}: {len(ex.tokens)} tokens but {len(ex.tags)} tags")
+        out.append([labels.id(t, ex.origin) for t in ex.tags])
+    return out
+
+
+def _encoded_classification(examples: Sequence[TextExample], encoder: TextEncoder,
+                            labels: LabelMap) -> tf.data.Dataset:
+    if not examples:
+        raise DataError("no examples to build a dataset from")
+    with_pair = [ex.text_pair is not None for ex in examples]
+    if any(with_pair) and not all(with_pair):
+        bad = examples[with_pair.index(False)]
+        raise DataError(f"{bad.origin}: some examples have a text pair and this one does not")
+    label_ids = tf.constant(classification_label_ids(examples, labels), tf.int32)
+    texts = tf.constant([ex.text for ex in examples])
+    if all(with_pair):
+        pairs = tf.constant([ex.text_pair for ex in examples])
+        ds = tf.data.Dataset.from_tensor_slices(((texts, pairs), label_ids)).batch(ENCODE_CHUNK)
+        ds = ds.map(lambda t, y: (encoder.encode(t[0], t[1]), y), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((texts, label_ids)).batch(ENCODE_CHUNK)
+        ds = ds.map(lambda t, y: (encoder.encode(t), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.unbatch().map(_dense_element)
+
+
+def _dense_element(features, labels):
+    """Unbatched ragged rows arrive as rank-0-ragged specs; padded_batch needs plain tensors."""
+    dense = lambda t: t.to_tensor() if isinstance(t, tf.RaggedTensor) else tf.identity(t)  # noqa: E731
+    return {k: dense(v) for k, v in features.items()}, dense(labels)
+
+
+def align_labels(tags: tf.RaggedTensor, word_ids: tf.RaggedTensor) -> tf.RaggedTensor:
+    """Word-level tag ids -> piece-level labels: first piece of a word gets its tag, the rest -100."""
+    rows = word_ids.value_rowids()
+    wid = word_ids.flat_values
+    index = tf.gather(tags.row_splits, rows) + tf.cast(tf.maximum(wid, 0), tags.row_splits.dtype)
+    values = tf.where(wid >= 0, tf.gather(tags.flat_values, index), IGNORE_INDEX)
+    return word_ids.with_flat_values(values)
+
+
+def _encoded_tokens(examples: Sequence[TokenExample], encoder: TextEncoder, labels: LabelMap) -> tf.data.Dataset:
+    if not examples:
+        raise DataError("no examples to build a dataset from")
+    ids = tag_ids(examples, labels)
+    words = tf.ragged.constant([list(ex.tokens) for ex in examples], dtype=tf.string)
+    tags = tf.ragged.constant(ids, dtype=tf.int32)
+
+    def encode(w, t):
+        features, word_ids = encoder.encode_words(w)
+        return features, align_labels(t, word_ids)
+
+    ds = tf.data.Dataset.from_tensor_slices((words, tags)).batch(ENCODE_CHUNK)
+    return ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch().map(_dense_element)
+
+
+def make_dataset(examples: Sequence, encoder: TextEncoder, labels: LabelMap, task: str, *,
+                 batch_size: int = 32, training: bool = False, static_shapes: bool = False,
+                 bucket: bool = True, seed: int = 13, cache: bool = True,
+                 shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+    """Build the batched ``(features, labels)`` dataset for ``task`` from in-memory examples.
+
+    ``training`` shuffles (reshuffled every epoch, seeded). ``static_shapes``
+    pads to ``encoder.max_length`` and drops the last partial batch (TPU/XLA).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if task == CLASSIFICATION:
+        ds, label_pad, label_shape = _encoded_classification(examples, encoder, labels), 0, []
+    elif task == NER:
+        ds, label_pad, label_shape = _encoded_tokens(examples, encoder, labels), IGNORE_INDEX, [None]
+    else:
+        raise DataError(f"unknown task {task!r} (use {CLASSIFICATION} or {NER})")
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(min(shuffle_buffer, len(examples)), seed=seed, reshuffle_each_iteration=True)
+    pad_values = ({"input_ids": encoder.pad_id, "attention_mask": 0, "token_type_ids": 0}, label_pad)
+    if static_shapes:
+        length = encoder.max_length
+        shapes = ({k: [length] for k in pad_values[0]}, [length] if label_shape else [])
+        ds = ds.padded_batch(batch_size, padded_shapes=shapes, padding_values=pad_values, drop_remainder=True)
+    elif bucket:
+        edges = bucket_boundaries(encoder.max_length)
+        ds = ds.bucket_by_sequence_length(
+            element_length_func=lambda f, y: tf.shape(f["input_ids"])[0],
+            bucket_boundaries=edges, bucket_batch_sizes=[batch_size] * (len(edges) + 1),
+            padding_values=pad_values, drop_remainder=False)
+    else:
+        ds = ds.padded_batch(batch_size, padding_values=pad_values)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def sequence_lengths(examples: Sequence, encoder: TextEncoder, task: str) -> List[int]:
+    """Encoded length (with special tokens) of every example; used for padding statistics."""
+    ds = make_dataset(examples, encoder, LabelMap.from_examples(examples, task), task,
+                      batch_size=len(examples), bucket=False, cache=False)
+    features, _ = next(iter(ds))
+    return [int(n) for n in tf.reduce_sum(features["attention_mask"], axis=1).numpy()]
+
+
+def padding_fraction(dataset: tf.data.Dataset) -> float:
+    """Share of positions in ``dataset``'s batches that are padding (work the model wastes)."""
+    real = total = 0
+    for features, _ in dataset:
+        mask = features["attention_mask"]
+        real += int(tf.reduce_sum(mask))
+        total += int(tf.size(mask))
+    return 1.0 - real / max(total, 1)
+

@@ -1,0 +1,56 @@
+"""Score a trained model on labelled examples (the numbers in every report)."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+from tfpipeline.data.examples import CLASSIFICATION, DataError
+from tfpipeline.data.readers import read_task_file
+from tfpipeline.evaluation.reports import classification_report, ner_report
+from tfpipeline.inference import Predictor
+
+
+def evaluate_examples(predictor: Predictor, examples: Sequence) -> Dict:
+    """Predict ``examples`` and build the task's report. Unknown gold labels are errors, not skipped."""
+    if not examples:
+        raise DataError("nothing to evaluate: no examples")
+    labels = predictor.labels
+    if predictor.task == CLASSIFICATION:
+        for ex in examples:
+            if ex.label is None:
+                raise DataError(f"{ex.origin}: example has no label")
+            labels.id(ex.label, ex.origin)
+        pairs = [ex.text_pair for ex in examples] if examples[0].text_pair is not None else None
+        probs = predictor.class_probabilities([ex.text for ex in examples], pairs)
+        predicted = [labels.name(i) for i in probs.argmax(axis=1)]
+        return classification_report([ex.label for ex in examples], predicted, labels.names)
+    for ex in examples:
+        if ex.tags is None:
+            raise DataError(f"{ex.origin}: sentence has no tags")
+        for tag in ex.tags:
+            labels.id(tag, ex.origin)
+    predicted = predictor.tag([ex.tokens for ex in examples])
+    return ner_report([ex.tags for ex in examples], predicted)
+
+
+def evaluate_model(model_dir: str, *, dataset: Optional[str] = None, split: str = "test",
+                   file: Optional[str] = None, limit: Optional[int] = None, batch_size: int = 64,
+                   **reader_options) -> Dict:
+    """Evaluate a saved model folder on a built-in dataset split or a labelled file."""
+    predictor = Predictor.from_directory(model_dir, batch_size=batch_size)
+    if file:
+        examples = read_task_file(file, predictor.task, **reader_options)
+        source = file
+    elif dataset:
+        from tfpipeline.data.catalog import load_dataset
+
+        data = load_dataset(dataset)
+        if data.task != predictor.task:
+            raise DataError(f"dataset {dataset!r} is {data.task}, the model at {model_dir} is {predictor.task}")
+        examples, source = data.split(split), f"{dataset}:{split}"
+    else:
+        raise DataError("give a dataset name or a file to evaluate on")
+    if limit:
+        examples = examples[:limit]
+    report = evaluate_examples(predictor, examples)
+    report.update(source=source, model_dir=model_dir)
+    return report

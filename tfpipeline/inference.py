@@ -1,0 +1,137 @@
+"""Batch inference on raw text with a trained model (used by evaluate, predict and tests).
+
+Texts are sorted by length before batching (and results put back in input
+order) so each batch is padded only to its own longest text. The TF decoding
+helpers here are reused by the serving graph in ``tfpipeline.export``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+from tfpipeline import _env  # noqa: F401
+
+import numpy as np
+import tensorflow as tf
+
+from tfpipeline.data.examples import CLASSIFICATION, NER, DataError
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.tokenization import TextEncoder
+
+
+def word_scores(logits: tf.Tensor, word_ids: tf.Tensor, num_words: tf.Tensor) -> tf.Tensor:
+    """Piece-level logits [B,T,C] -> word-level probabilities [B,W,C] (W = max words in batch).
+
+    Each word takes the prediction of its first piece. Words that got no piece
+    (truncated away, or characters the vocabulary drops) keep all-zero scores,
+    which decode to label id 0 (``O``).
+    """
+    probs = tf.nn.softmax(logits, axis=-1)
+    positions = tf.where(word_ids >= 0)                     # [N, 2] (row, position)
+    words = tf.gather_nd(word_ids, positions)
+    target = tf.stack([positions[:, 0], tf.cast(words, tf.int64)], axis=1)
+    shape = tf.stack([tf.shape(logits, out_type=tf.int64)[0], tf.cast(tf.reduce_max(num_words), tf.int64),
+                      tf.shape(logits, out_type=tf.int64)[2]])
+    shape = tf.maximum(shape, [0, 0, 0])
+    return tf.scatter_nd(target, tf.gather_nd(probs, positions), shape)
+
+
+class Predictor:
+    """Wraps (model, encoder, labels) for batched prediction on raw strings or token lists."""
+
+    def __init__(self, model, encoder: TextEncoder, labels: LabelMap, task: str, batch_size: int = 64):
+        self.model, self.encoder, self.labels, self.task = model, encoder, labels, task
+        self.batch_size = batch_size
+        spec = {k: tf.TensorSpec([None, None], tf.int32) for k in ("input_ids", "attention_mask",
+                                                                   "token_type_ids")}
+        self._logits = tf.function(lambda f: model(f, training=False), input_signature=[spec])
+
+    @classmethod
+    def from_directory(cls, directory: str, batch_size: int = 64) -> "Predictor":
+        from tfpipeline.models.task_model import load_task_model
+
+        model, encoder, labels, meta = load_task_model(directory)
+        return cls(model, encoder, labels, meta["task"], batch_size)
+
+    def _batches(self, n: int, lengths: Sequence[int]):
+        order = np.argsort(np.asarray(lengths), kind="stable")
+        for start in range(0, n, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+    # -------------------------------------------------------- classification
+    def class_probabilities(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
+        """[N, num_labels] softmax scores, in input order."""
+        self._need(CLASSIFICATION)
+        out = np.zeros((len(texts), len(self.labels)), np.float32)
+        lengths = [len(t) + (len(pairs[i]) if pairs else 0) for i, t in enumerate(texts)]
+        for idx in self._batches(len(texts), lengths):
+            batch = tf.constant([texts[i] for i in idx])
+            second = tf.constant([pairs[i] for i in idx]) if pairs else None
+            features = self.encoder.pad(self.encoder.encode(batch, second))
+            out[idx] = tf.nn.softmax(self._logits(features), axis=-1).numpy()
+        return out
+
+    def classify(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> List[Dict]:
+        probs = self.class_probabilities(texts, pairs)
+        return [{"label": self.labels.name(int(p.argmax())), "score": float(p.max()),
+                 "scores": {n: float(s) for n, s in zip(self.labels.names, p)}} for p in probs]
+
+    # ------------------------------------------------------------------- NER
+    def tag_ids(self, token_lists: Sequence[Sequence[str]]) -> List[np.ndarray]:
+        """Word-level tag ids for pre-split sentences (one id per token), in input order."""
+        self._need(NER)
+        out: List[Optional[np.ndarray]] = [None] * len(token_lists)
+        for idx in self._batches(len(token_lists), [len(t) for t in token_lists]):
+            words = tf.ragged.constant([list(token_lists[i]) for i in idx], dtype=tf.string)
+            features, word_ids = self.encoder.encode_words(words)
+            padded = self.encoder.pad(features)
+            word_ids = word_ids.to_tensor(default_value=-1)
+            scores = word_scores(self._logits(padded), word_ids, words.row_lengths()).numpy()
+            for row, i in enumerate(idx):
+                n = len(token_lists[i])
+                out[i] = scores[row, :n].argmax(axis=-1) if n else np.zeros(0, np.int64)
+        return out
+
+    def tag(self, token_lists: Sequence[Sequence[str]]) -> List[List[str]]:
+        return [[self.labels.name(i) for i in ids] for ids in self.tag_ids(token_lists)]
+
+    def extract(self, texts: Sequence[str]) -> List[Dict]:
+        """Raw strings -> words with tags and character offsets, plus merged entity spans."""
+        self._need(NER)
+        words, starts, ends = self.encoder.split_words(tf.constant(list(texts)))
+        token_lists = [[w.decode("utf-8") for w in row] for row in words.to_list()]
+        tags = self.tag(token_lists)
+        results = []
+        for text, toks, row_tags, s, e in zip(texts, token_lists, tags, starts.to_list(), ends.to_list()):
+            char_s, char_e = byte_to_char_offsets(text, s), byte_to_char_offsets(text, e)
+            tokens = [{"text": t, "label": g, "start": a, "end": b}
+                      for t, g, a, b in zip(toks, row_tags, char_s, char_e)]
+            results.append({"text": text, "tokens": tokens, "entities": merge_entities(text, tokens)})
+        return results
+
+    def _need(self, task: str) -> None:
+        if self.task != task:
+            raise DataError(f"this is a {self.task} model; it cannot do {task}")
+
+
+def byte_to_char_offsets(text: str, offsets: Sequence[int]) -> List[int]:
+    """UTF-8 byte offsets (what TF string ops return) -> Python character offsets."""
+    raw = text.encode("utf-8")
+    return [len(raw[:o].decode("utf-8", errors="ignore")) for o in offsets]
+
+
+def merge_entities(text: str, tokens: Sequence[Dict]) -> List[Dict]:
+    """BIO-tagged tokens -> entity spans {type, text, start, end}; a stray I- starts a new entity."""
+    entities: List[Dict] = []
+    current = None
+    for tok in tokens:
+        prefix, _, kind = tok["label"].partition("-")
+        if prefix == "B" or (prefix == "I" and (current is None or current["type"] != kind)):
+            current = {"type": kind, "start": tok["start"], "end": tok["end"]}
+            entities.append(current)
+        elif prefix == "I":
+            current["end"] = tok["end"]
+        else:
+            current = None
+    for ent in entities:
+        ent["text"] = text[ent["start"]:ent["end"]]
+    return entities

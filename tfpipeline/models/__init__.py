@@ -1,0 +1,1 @@
+"""Pretrained checkpoints and Keras task models."""

@@ -1,0 +1,1 @@
+"""Training: optimizers and schedules, losses/metrics, callbacks, strategies, the train loop."""

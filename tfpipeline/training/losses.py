@@ -1,0 +1,47 @@
+"""Losses and metrics that understand the ``-100`` ignore label of NER batches."""
+from __future__ import annotations
+
+from tfpipeline import _env  # noqa: F401
+
+import tensorflow as tf
+import tf_keras
+
+from tfpipeline.data.examples import CLASSIFICATION
+from tfpipeline.data.tokenization import IGNORE_INDEX
+
+
+@tf_keras.utils.register_keras_serializable(package="tfpipeline")
+class MaskedSparseCategoricalCrossentropy(tf_keras.losses.Loss):
+    """Per-example mean cross-entropy over positions whose label is not ``IGNORE_INDEX``."""
+
+    def __init__(self, name: str = "masked_sparse_categorical_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y_true = tf.cast(y_true, tf.int32)
+        mask = tf.cast(tf.not_equal(y_true, IGNORE_INDEX), y_pred.dtype)
+        safe = tf.where(y_true == IGNORE_INDEX, 0, y_true)
+        per_token = tf_keras.losses.sparse_categorical_crossentropy(safe, y_pred, from_logits=True)
+        return tf.reduce_sum(per_token * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+
+
+@tf_keras.utils.register_keras_serializable(package="tfpipeline")
+class MaskedAccuracy(tf_keras.metrics.Mean):
+    """Token accuracy over labelled positions (a training signal; NER is *scored* with seqeval)."""
+
+    def __init__(self, name: str = "accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.cast(y_true, tf.int32)
+        mask = tf.not_equal(y_true, IGNORE_INDEX)
+        hits = tf.cast(tf.equal(tf.argmax(y_pred, axis=-1, output_type=tf.int32), y_true), tf.float32)
+        return super().update_state(tf.boolean_mask(hits, mask))
+
+
+def loss_and_metrics(task: str):
+    """(loss, metrics) for ``compile``; the metric is named ``accuracy`` for both tasks."""
+    if task == CLASSIFICATION:
+        return (tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return MaskedSparseCategoricalCrossentropy(), [MaskedAccuracy()]
