@@ -15,11 +15,21 @@ from tfpipeline import _env  # noqa: F401
 from tfpipeline.config import TrainConfig, load_config_file, make_config
 from tfpipeline.data.examples import DataError
 
-_TYPES = {"int": int, "float": float, "str": str}
+def _int_list(text: str) -> List[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _str_list(text: str) -> List[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+_TYPES = {"int": int, "float": float, "str": str, "List[int]": _int_list, "List[str]": _str_list}
 
 
 def _field_type(field: dataclasses.Field):
-    annotation = str(field.type).replace("Optional[", "").rstrip("]")
+    annotation = str(field.type)
+    if annotation.startswith("Optional["):
+        annotation = annotation[len("Optional["):-1]
     return _TYPES.get(annotation)
 
 
@@ -32,8 +42,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=("extra",))
         if str(f.type) == "bool":
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
         elif _field_type(f):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             parser.add_argument(flag, dest=f.name, type=_field_type(f), default=None,
-                                help=f"(default: {f.default})")
+                                help=f"(default: {default})")
 
 
 def options_from(args: argparse.Namespace, cls) -> Dict[str, Any]:
@@ -51,6 +62,24 @@ def cmd_train(args) -> int:
     source = args.config or "command line"
     config = make_config(TrainConfig, options_from(args, TrainConfig), source=source)
     train(config)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from tfpipeline.training.trainer import train
+    from tfpipeline.training.tuner import TuneConfig, tune
+
+    values = options_from(args, TrainConfig)
+    file_values = load_config_file(args.config) if args.config else {}
+    tune_values = dict(file_values.get("tune") or {})
+    values.pop("tune", None)
+    names = {f.name for f in dataclasses.fields(TuneConfig)}
+    tune_values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    source = args.config or "command line"
+    base = make_config(TrainConfig, values, source=source)
+    result = tune(base, make_config(TuneConfig, tune_values, source=f"{source} (tune)"))
+    if args.retrain_best:
+        train(result.best_config, overwrite=True)
     return 0
 
 
@@ -119,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML or JSON file of train options (flags override it)")
     add_dataclass_options(p, TrainConfig)
     p.set_defaults(func=cmd_train)
+
+    from tfpipeline.training.tuner import TuneConfig
+
+    p = sub.add_parser("tune", help="KerasTuner search over learning rate, batch size, ...")
+    p.add_argument("--config", help="YAML/JSON of train options, with search options under `tune:`")
+    add_dataclass_options(p, TrainConfig, skip=("extra", "seed", "overwrite"))
+    add_dataclass_options(p, TuneConfig)
+    p.add_argument("--retrain-best", action="store_true", help="train the best config into its output_dir")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("evaluate", help="score a trained model folder")
     p.add_argument("--model-dir", required=True)

@@ -93,24 +93,37 @@ def _prepare_output(path: str, overwrite: bool) -> str:
     return staging
 
 
-def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Optional[TaskData] = None,
-          strategy: Optional[tf.distribute.Strategy] = None,
-          callbacks: Sequence[tf_keras.callbacks.Callback] = (), **overrides) -> TrainResult:
-    """Fine-tune, keep the best epoch, evaluate, and write the model folder.
+def data_for(cfg: TrainConfig) -> TaskData:
+    """The run's data as the config describes it (built-in dataset or files, limits applied)."""
+    return load_task_data(dataset=cfg.dataset, task=cfg.task, train_file=cfg.train_file,
+                          validation_file=cfg.validation_file, test_file=cfg.test_file,
+                          limit_train=cfg.limit_train, limit_eval=cfg.limit_eval, seed=cfg.seed,
+                          text_column=cfg.text_column, label_column=cfg.label_column,
+                          pair_column=cfg.pair_column)
 
-    The folder appears only when everything succeeded: work happens in
-    ``<output_dir>.partial`` and is renamed at the end.
+
+@dataclass
+class FitResult:
+    model: TaskModel
+    encoder: TextEncoder
+    labels: LabelMap
+    history: Dict[str, list]
+    params: Dict[str, int]
+    train_seconds: float
+    global_batch: int
+
+
+def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
+              strategy: Optional[tf.distribute.Strategy] = None,
+              callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+              labels: Optional[LabelMap] = None, say=print) -> FitResult:
+    """Build, compile and ``fit`` on ``data``; returns the model holding its best-validation weights.
+
+    ``run_dir`` receives checkpoints, TensorBoard logs and history.csv. Used by
+    ``train`` and by the tuner (which needs no model folder per trial).
     """
-    cfg = _as_config(config, overrides)
-    say = print if cfg.verbose else (lambda *a, **k: None)
-    if data is None:
-        data = load_task_data(dataset=cfg.dataset, task=cfg.task, train_file=cfg.train_file,
-                              validation_file=cfg.validation_file, test_file=cfg.test_file,
-                              limit_train=cfg.limit_train, limit_eval=cfg.limit_eval, seed=cfg.seed,
-                              text_column=cfg.text_column, label_column=cfg.label_column,
-                              pair_column=cfg.pair_column)
     task = data.task
-    labels = LabelMap.from_examples(data.train, task)
+    labels = labels or LabelMap.from_examples(data.train, task)
     checkpoint = resolve_checkpoint(cfg.model)
     encoder = TextEncoder.from_directory(checkpoint, max_length=cfg.max_length)
     strategy = strategy or get_strategy(cfg.strategy, cfg.tpu)
@@ -118,17 +131,10 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     tf_keras.utils.set_random_seed(cfg.seed)
 
-    # Build both datasets first: unknown labels in validation/test fail here, before any training.
     train_ds = make_dataset(data.train, encoder, labels, task, batch_size=global_batch, training=True,
                             static_shapes=static, bucket=cfg.bucket, seed=cfg.seed)
     val_ds = make_dataset(data.validation, encoder, labels, task, batch_size=global_batch,
                           static_shapes=static, bucket=cfg.bucket)
-    eval_split = data.test or data.validation
-    for ex in eval_split:
-        for name in ([ex.label] if task == "classification" else list(ex.tags or [])):
-            labels.id(name, ex.origin)
-
-    staging = _prepare_output(cfg.output_dir, cfg.overwrite)
     previous_policy = tf_keras.mixed_precision.global_policy()
     try:
         tf_keras.mixed_precision.set_global_policy(cfg.precision)
@@ -146,19 +152,44 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
             f"global batch {global_batch}, {'static' if static else 'bucketed'} shapes")
         started = time.perf_counter()
         history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                            callbacks=default_callbacks(staging, patience=cfg.early_stopping_patience)
+                            callbacks=default_callbacks(run_dir, patience=cfg.early_stopping_patience)
                             + list(callbacks),
                             verbose=cfg.verbose if sys.stdout.isatty() else min(cfg.verbose, 2))
         train_seconds = time.perf_counter() - started
-        model.load_weights(os.path.join(staging, BEST_WEIGHTS))
-        shutil.rmtree(os.path.join(staging, os.path.dirname(BEST_WEIGHTS)), ignore_errors=True)
+        model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
+        shutil.rmtree(os.path.join(run_dir, os.path.dirname(BEST_WEIGHTS)), ignore_errors=True)
+    finally:
+        tf_keras.mixed_precision.set_global_policy(previous_policy)
+    return FitResult(model, encoder, labels, dict(history.history), params, train_seconds, global_batch)
 
-        predictor = Predictor(model, encoder, labels, task, batch_size=max(global_batch, 64))
+
+def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Optional[TaskData] = None,
+          strategy: Optional[tf.distribute.Strategy] = None,
+          callbacks: Sequence[tf_keras.callbacks.Callback] = (), **overrides) -> TrainResult:
+    """Fine-tune, keep the best epoch, evaluate, and write the model folder.
+
+    The folder appears only when everything succeeded: work happens in
+    ``<output_dir>.partial`` and is renamed at the end.
+    """
+    cfg = _as_config(config, overrides)
+    say = print if cfg.verbose else (lambda *a, **k: None)
+    data = data or data_for(cfg)
+    labels = LabelMap.from_examples(data.train, data.task)
+    # Check evaluation labels before any training: an unknown one names its file and line.
+    eval_split = data.test or data.validation
+    for ex in list(data.validation) + list(eval_split):
+        for name in ([ex.label] if data.task == "classification" else list(ex.tags or [])):
+            labels.id(name, ex.origin)
+
+    staging = _prepare_output(cfg.output_dir, cfg.overwrite)
+    try:
+        fit = fit_model(cfg, data, staging, strategy=strategy, callbacks=callbacks, labels=labels, say=say)
+        predictor = Predictor(fit.model, fit.encoder, labels, data.task, batch_size=max(fit.global_batch, 64))
         report = evaluate_examples(predictor, eval_split)
         report.update(split="test" if data.test else "validation", dataset=data.name,
-                      train_seconds=round(train_seconds, 1), trainable_params=params["trainable"])
-        save_task_model(model, encoder, labels, staging, source_checkpoint=cfg.model, dataset=data.name,
-                        config=cfg.to_dict())
+                      train_seconds=round(fit.train_seconds, 1), trainable_params=fit.params["trainable"])
+        save_task_model(fit.model, fit.encoder, labels, staging, source_checkpoint=cfg.model,
+                        dataset=data.name, config=cfg.to_dict())
         with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
         if os.path.exists(cfg.output_dir):
@@ -167,10 +198,8 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    finally:
-        tf_keras.mixed_precision.set_global_policy(previous_policy)
     say(f"[tfpipeline] evaluation on {report['split']} ({data.name}):")
     say(format_report(report))
     say(f"[tfpipeline] model written to {cfg.output_dir}")
-    return TrainResult(model, encoder, labels, cfg.output_dir, report, dict(history.history), params,
-                       train_seconds)
+    return TrainResult(fit.model, fit.encoder, labels, cfg.output_dir, report, fit.history, fit.params,
+                       fit.train_seconds)
