@@ -29,6 +29,12 @@ class TrainConfig:
     model: str = "minilm"                   # alias or a local HF checkpoint folder
     max_length: int = 128
     dropout: Optional[float] = None
+    # parameter-efficient fine-tuning (None = full fine-tuning)
+    peft: Optional[str] = None              # lora | adapter
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    adapter_size: int = 64
     # optimisation
     epochs: int = 3
     batch_size: int = 32                    # per replica; global = batch_size * replicas
@@ -59,12 +65,23 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise DataError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.peft not in (None, "lora", "adapter"):
+            raise DataError(f"peft must be lora or adapter, not {self.peft!r}")
         if self.precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
             raise DataError(f"precision must be float32, mixed_float16 or mixed_bfloat16, not {self.precision!r}")
         return self
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def peft_config(self):
+        """The run's ``PeftConfig``, or None for full fine-tuning."""
+        if not self.peft:
+            return None
+        from tfpipeline.models.peft import PeftConfig
+
+        return PeftConfig(method=self.peft, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
+                          lora_dropout=self.lora_dropout, adapter_size=self.adapter_size)
 
 
 def load_config_file(path: str) -> Dict[str, Any]:

@@ -91,8 +91,11 @@ def build_task_model(checkpoint: Optional[str], task: str, labels: LabelMap, *,
 def save_task_model(model: TaskModel, encoder: TextEncoder, labels: LabelMap, directory: str,
                     **meta) -> str:
     """Write a reloadable model folder: HF checkpoint + tokenizer + label map + metadata."""
+    from tfpipeline.models.peft import detached
+
     os.makedirs(directory, exist_ok=True)
-    model.backbone.save_pretrained(directory)
+    with detached(model):  # adapters are saved separately (peft_weights.npz)
+        model.backbone.save_pretrained(directory)
     encoder.save(directory)
     labels.save(directory)
     info = {"task": model.task, "max_length": encoder.max_length, **meta}
@@ -112,6 +115,15 @@ def load_task_model(directory: str, *, max_length: Optional[int] = None) -> Tupl
     labels = LabelMap.load(directory)
     encoder = TextEncoder.from_directory(directory, max_length=max_length or meta.get("max_length"))
     model = build_task_model(directory, meta["task"], labels)
+    peft = meta.get("peft")
+    if peft and not peft.get("merged"):
+        # Adapters cannot be folded into the dense weights: re-insert them and load their weights.
+        from tfpipeline.models.peft import PeftConfig, apply_peft, load_peft_weights
+
+        fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in peft.items() if k != "merged"}
+        apply_peft(model, PeftConfig(**fields))
+        load_peft_weights(model, directory)
+        model.backbone.trainable = True
     return model, encoder, labels, meta
 
 

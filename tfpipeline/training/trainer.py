@@ -5,6 +5,7 @@ pieces directly (see README "Use from Python").
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from tfpipeline.evaluation.evaluate import evaluate_examples
 from tfpipeline.evaluation.reports import format_report
 from tfpipeline.inference import Predictor
 from tfpipeline.models.checkpoint import resolve_checkpoint
+from tfpipeline.models.peft import apply_peft, merge_lora, save_peft_weights
 from tfpipeline.models.task_model import TaskModel, build_task_model, count_params, save_task_model
 from tfpipeline.training.callbacks import BEST_WEIGHTS, default_callbacks
 from tfpipeline.training.losses import loss_and_metrics
@@ -142,6 +144,8 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
                                                    max_length=cfg.max_length)
         with strategy.scope():
             model = build_task_model(checkpoint, task, labels, dropout=cfg.dropout)
+            if cfg.peft:
+                apply_peft(model, cfg.peft_config())
             compile_task_model(model, learning_rate=cfg.learning_rate, total_steps=total_steps,
                                warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                                clip_norm=cfg.clip_norm, steps_per_execution=cfg.steps_per_execution)
@@ -184,12 +188,19 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
     staging = _prepare_output(cfg.output_dir, cfg.overwrite)
     try:
         fit = fit_model(cfg, data, staging, strategy=strategy, callbacks=callbacks, labels=labels, say=say)
+        peft_meta = {}
+        if cfg.peft:
+            save_peft_weights(fit.model, staging)     # the small artefact: PEFT weights + head only
+            peft_meta = {"peft": dataclasses.asdict(cfg.peft_config())}
+            if cfg.peft == "lora":
+                merge_lora(fit.model)                 # saved/exported model is a plain BERT again
+                peft_meta["peft"]["merged"] = True
         predictor = Predictor(fit.model, fit.encoder, labels, data.task, batch_size=max(fit.global_batch, 64))
         report = evaluate_examples(predictor, eval_split)
         report.update(split="test" if data.test else "validation", dataset=data.name,
                       train_seconds=round(fit.train_seconds, 1), trainable_params=fit.params["trainable"])
         save_task_model(fit.model, fit.encoder, labels, staging, source_checkpoint=cfg.model,
-                        dataset=data.name, config=cfg.to_dict())
+                        dataset=data.name, config=cfg.to_dict(), **peft_meta)
         with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
         if os.path.exists(cfg.output_dir):
