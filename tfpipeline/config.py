@@ -58,8 +58,6 @@ class TrainConfig:
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
-        if not self.dataset and not self.train_file:
-            raise DataError("give a built-in dataset (dataset=...) or a train_file")
         if self.train_file and not self.task:
             raise DataError("task (classification or ner) is required with train_file")
         for name in ("epochs", "batch_size", "max_length"):

@@ -158,7 +158,7 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
         history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
                             callbacks=default_callbacks(run_dir, patience=cfg.early_stopping_patience)
                             + list(callbacks),
-                            verbose=cfg.verbose if sys.stdout.isatty() else min(cfg.verbose, 2))
+                            verbose=cfg.verbose if sys.stdout.isatty() else (2 if cfg.verbose else 0))
         train_seconds = time.perf_counter() - started
         model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
         shutil.rmtree(os.path.join(run_dir, os.path.dirname(BEST_WEIGHTS)), ignore_errors=True)

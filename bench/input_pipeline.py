@@ -1,0 +1,98 @@
+"""Input-pipeline benchmark: padding waste with/without bucketing, pipeline vs model-step throughput.
+
+All numbers come from one process run on the same data and machine, and are
+printed as ratios against the baseline in that run:
+
+* padding: share of padded positions for static padding to max_length
+  (the TPU mode, baseline), pad-to-batch-max, and length bucketing;
+* throughput: examples/s of the tf.data pipeline alone vs one training step
+  of the model; the pipeline must be far faster than the model (ratio >> 1).
+
+    python bench/input_pipeline.py [--dataset rotten_tomatoes] [--model minilm] [--steps 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import tfpipeline  # noqa: F401
+
+import tensorflow as tf
+
+from tfpipeline.data.catalog import load_dataset
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.pipeline import make_dataset, padding_fraction
+from tfpipeline.data.tokenization import TextEncoder
+from tfpipeline.models.checkpoint import resolve_checkpoint
+from tfpipeline.models.task_model import build_task_model
+from tfpipeline.training.trainer import compile_task_model
+
+
+def examples_per_second(dataset, max_batches=None) -> float:
+    count, started = 0, time.perf_counter()
+    for i, (features, _) in enumerate(dataset):
+        count += int(features["input_ids"].shape[0])
+        if max_batches and i + 1 >= max_batches:
+            break
+    return count / (time.perf_counter() - started)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="rotten_tomatoes")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10, help="training steps timed for the model")
+    parser.add_argument("--out", default="bench/results/input_pipeline.json")
+    args = parser.parse_args(argv)
+
+    data = load_dataset(args.dataset)
+    labels = LabelMap.from_examples(data.train, data.task)
+    encoder = TextEncoder.from_directory(resolve_checkpoint(args.model), max_length=args.max_length)
+
+    def build(**kw):
+        return make_dataset(data.train, encoder, labels, data.task, batch_size=args.batch_size, **kw)
+
+    modes = {"static (pad to max_length)": build(static_shapes=True),
+             "pad to batch max": build(bucket=False),
+             "length bucketing": build(training=True)}
+    padding = {name: padding_fraction(ds) for name, ds in modes.items()}   # first pass also fills the caches
+    base = 1.0 - padding["static (pad to max_length)"]
+    print(f"\n{args.dataset}: {len(data.train)} training examples, max_length {args.max_length}")
+    print(f"{'batching':<30}{'padding':>10}{'useful work vs static':>24}")
+    for name, frac in padding.items():
+        print(f"{name:<30}{frac:>10.1%}{(1.0 - frac) / base:>23.2f}x")
+
+    bucketed = modes["length bucketing"]
+    pipeline_eps = examples_per_second(bucketed)
+    model = build_task_model(args.model, data.task, labels)
+    compile_task_model(model, learning_rate=5e-5, total_steps=1000)
+    batches = list(bucketed.take(args.steps + 1))
+    model.train_on_batch(*batches[0])                                       # trace once
+    started = time.perf_counter()
+    seen = 0
+    for features, y in batches[1:]:
+        model.train_on_batch(features, y)
+        seen += int(features["input_ids"].shape[0])
+    model_eps = seen / (time.perf_counter() - started)
+    print(f"\n{'stage':<30}{'examples/s':>12}{'ratio':>10}")
+    print(f"{'model train step (baseline)':<30}{model_eps:>12.1f}{1.0:>10.2f}")
+    print(f"{'tf.data pipeline (bucketed)':<30}{pipeline_eps:>12.1f}{pipeline_eps / model_eps:>10.1f}")
+    verdict = "OK: the input pipeline is not the bottleneck" if pipeline_eps > 5 * model_eps else \
+        "WARNING: the input pipeline is close to the model's speed"
+    print(verdict)
+
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"dataset": args.dataset, "model": args.model, "max_length": args.max_length,
+                   "padding_fraction": padding, "pipeline_examples_per_s": pipeline_eps,
+                   "model_train_examples_per_s": model_eps, "devices": [d.name for d in tf.config.list_logical_devices()]},
+                  f, indent=2)
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
