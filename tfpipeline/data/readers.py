@@ -96,14 +96,15 @@ def _delimited_rows(path: str, content: str, fmt: str):
     if not any(header):
         raise DataError(f"{path}:1: header row is empty")
     try:
+        line = reader.line_num + 1  # rows may span lines (quoted newlines): report where a row starts
         for fields in reader:
-            line = reader.line_num
+            start, line = line, reader.line_num + 1
             if not fields or not any(f.strip() for f in fields):
                 continue
             if len(fields) != len(header):
-                raise DataError(f"{path}:{line}: expected {len(header)} fields ({', '.join(header)}), "
+                raise DataError(f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), "
                                 f"got {len(fields)}")
-            yield line, dict(zip(header, fields))
+            yield start, dict(zip(header, fields))
     except csv.Error as e:
         raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({e})") from None
 

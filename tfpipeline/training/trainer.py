@@ -87,12 +87,19 @@ def _as_config(config: Union[TrainConfig, Dict[str, Any], None], overrides: Dict
 
 def _prepare_output(path: str, overwrite: bool) -> str:
     """Refuse to clobber a finished run; return a fresh staging folder beside ``path``."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DataError(f"{path}: output_dir exists and is a file, not a folder")
     if os.path.exists(path) and os.listdir(path) and not overwrite:
         raise DataError(f"{path}: output folder exists and is not empty (pass overwrite=True / --overwrite)")
     staging = path.rstrip("/\\") + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     return staging
+
+
+def label_map_for(data: TaskData) -> LabelMap:
+    """The dataset's declared label set (built-in datasets), else the labels seen in training."""
+    return LabelMap(data.labels) if data.labels else LabelMap.from_examples(data.train, data.task)
 
 
 def data_for(cfg: TrainConfig) -> TaskData:
@@ -125,7 +132,7 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
     ``train`` and by the tuner (which needs no model folder per trial).
     """
     task = data.task
-    labels = labels or LabelMap.from_examples(data.train, task)
+    labels = labels or label_map_for(data)
     checkpoint = resolve_checkpoint(cfg.model)
     encoder = TextEncoder.from_directory(checkpoint, max_length=cfg.max_length)
     strategy = strategy or get_strategy(cfg.strategy, cfg.tpu)
@@ -178,7 +185,7 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
     cfg = _as_config(config, overrides)
     say = print if cfg.verbose else (lambda *a, **k: None)
     data = data or data_for(cfg)
-    labels = LabelMap.from_examples(data.train, data.task)
+    labels = label_map_for(data)
     # Check evaluation labels before any training: an unknown one names its file and line.
     eval_split = data.test or data.validation
     for ex in list(data.validation) + list(eval_split):

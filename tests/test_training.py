@@ -1,0 +1,294 @@
+"""Training: learning on synthetic tasks, the optimizer recipe, best-epoch restoration, output-folder
+atomicity, static shapes and a 2-replica MirroredStrategy run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from tfpipeline.data.examples import CLASSIFICATION, DataError, TaskData, TextExample
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.models.task_model import build_task_model, load_task_model
+from tfpipeline.training.losses import MaskedAccuracy, MaskedSparseCategoricalCrossentropy
+from tfpipeline.training.optimization import WarmupLinearDecay, create_optimizer
+from tfpipeline.training.trainer import REPORT_FILE, steps_per_epoch, train
+
+from conftest import TINY_TRAIN, keyword_examples
+
+IGNORE = -100
+
+
+# --------------------------------------------------------------------------- learning
+def test_classifier_learns_the_keyword_task(trained_classifier):
+    h = trained_classifier.history
+    assert len(h["loss"]) == TINY_TRAIN["epochs"]
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    assert h["val_accuracy"][-1] > h["val_accuracy"][0]
+    report = trained_classifier.report
+    assert report["split"] == "validation" and report["examples"] == 32
+    assert report["accuracy"] >= 0.9
+    results = trained_classifier.predictor().classify(["the plot was great", "the music was awful",
+                                                       "great", "awful"])
+    assert [r["label"] for r in results] == ["pos", "neg", "pos", "neg"]
+    for r in results:
+        assert r["score"] == pytest.approx(max(r["scores"].values())) and sum(r["scores"].values()) == pytest.approx(1.0)
+
+
+def test_classifier_output_folder(trained_classifier):
+    out = trained_classifier.output_dir
+    files = set(os.listdir(out))
+    assert {"config.json", "tf_model.h5", "vocab.txt", "labels.json", "tfpipeline.json", REPORT_FILE,
+            "history.csv", "logs"} <= files
+    assert "checkpoints" not in files  # the temporary best-weights checkpoint is cleaned up
+    assert not os.path.exists(out + ".partial")
+    with open(os.path.join(out, REPORT_FILE)) as f:
+        assert json.load(f)["accuracy"] == pytest.approx(trained_classifier.report["accuracy"])
+    _, encoder, labels, meta = load_task_model(out)
+    assert labels.names == ["neg", "pos"] and encoder.max_length == TINY_TRAIN["max_length"]
+    assert meta["config"]["learning_rate"] == TINY_TRAIN["learning_rate"]
+    with open(os.path.join(out, "history.csv")) as f:
+        assert len(f.read().strip().splitlines()) == 1 + TINY_TRAIN["epochs"]
+
+
+def test_ner_learns_names_and_places(trained_ner):
+    h = trained_ner.history
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    assert trained_ner.labels.names == ["O", "B-LOC", "B-PER", "I-PER"]
+    assert trained_ner.report["task"] == "ner" and trained_ner.report["f1"] >= 0.8
+    (result,) = trained_ner.predictor().extract(["yesterday alice smith visited paris ."])
+    spans = [(e["type"], e["text"]) for e in result["entities"]]
+    assert spans == [("PER", "alice smith"), ("LOC", "paris")]
+    for tok in result["tokens"]:
+        assert result["text"][tok["start"]:tok["end"]] == tok["text"]
+
+
+# --------------------------------------------------------------------------- losses, schedule, optimizer
+def test_masked_loss_and_accuracy_ignore_minus_100():
+    y_true = tf.constant([[1, IGNORE, 0, IGNORE]])
+    logits = tf.constant([[[0.0, 5.0], [9.0, -9.0], [0.0, 5.0], [3.0, 1.0]]])
+    loss = MaskedSparseCategoricalCrossentropy(reduction="none")(y_true, logits).numpy()
+    expected = np.mean([np.log1p(np.exp(-5.0)), np.log1p(np.exp(5.0))])  # positions 0 and 2 only
+    assert loss == pytest.approx([expected], rel=1e-5)
+    acc = MaskedAccuracy()
+    acc.update_state(y_true, logits)
+    assert float(acc.result()) == pytest.approx(0.5)
+
+
+def test_warmup_linear_decay_shape():
+    sched = WarmupLinearDecay(peak=1.0, total_steps=100, warmup_steps=10)
+    lr = np.array([float(sched(s)) for s in range(0, 121)])
+    assert lr[0] == pytest.approx(0.1) and lr[0] > 0
+    assert np.all(np.diff(lr[:10]) > 0)  # warmup rises
+    assert lr[9] == pytest.approx(1.0) and lr[10] == pytest.approx(1.0) and lr.max() == pytest.approx(1.0)
+    assert np.all(np.diff(lr[10:101]) < 0)  # linear decay
+    assert lr[55] == pytest.approx(0.5) and lr[100] == pytest.approx(0.0, abs=1e-7)
+    assert np.allclose(lr[100:], 0.0, atol=1e-7)  # stays at the end value
+    assert np.allclose(np.diff(lr[10:101]), -1 / 90, atol=1e-6)
+    no_warmup = WarmupLinearDecay(peak=2.0, total_steps=10)
+    assert float(no_warmup(0)) == pytest.approx(2.0) and float(no_warmup(5)) == pytest.approx(1.0)
+    # serialisable with the model
+    again = WarmupLinearDecay.from_config(sched.get_config())
+    assert float(again(37)) == pytest.approx(float(sched(37)))
+
+
+def test_create_optimizer_schedule_and_validation():
+    opt = create_optimizer(3e-4, total_steps=200, warmup_ratio=0.1)
+    sched = opt.learning_rate if isinstance(opt.learning_rate, WarmupLinearDecay) else opt._learning_rate
+    assert isinstance(sched, WarmupLinearDecay)
+    assert (sched.peak, sched.total_steps, sched.warmup_steps) == (3e-4, 200, 20)
+    with pytest.raises(ValueError):
+        create_optimizer(0.0, 10)
+    with pytest.raises(ValueError):
+        create_optimizer(1e-3, 10, warmup_ratio=1.0)
+
+
+def test_weight_decay_skips_layer_norm_and_bias(tiny_checkpoint):
+    """Zero gradients: Adam moves nothing, so only decayed weights change (kernels/embeddings shrink)."""
+    model = build_task_model(tiny_checkpoint, CLASSIFICATION, LabelMap(["a", "b"]))
+    opt = create_optimizer(0.1, total_steps=10, warmup_ratio=0.0, weight_decay=0.5)
+    variables = model.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    opt.apply_gradients([(tf.zeros_like(v), v) for v in variables])
+    decayed = kept = 0
+    for v, old in zip(variables, before):
+        new = v.numpy()
+        if "LayerNorm" in v.name or v.name.split("/")[-1].startswith("bias"):
+            np.testing.assert_array_equal(new, old, err_msg=v.name)
+            kept += 1
+        else:
+            np.testing.assert_allclose(new, old * (1 - 0.1 * 0.5), rtol=1e-5, err_msg=v.name)
+            decayed += 1
+    assert kept > 5 and decayed > 5
+    assert any("LayerNorm/gamma" in v.name for v in variables)
+
+
+def test_steps_per_epoch():
+    assert steps_per_epoch(100, 16, static_shapes=True, max_length=128) == 6
+    assert steps_per_epoch(100, 16, static_shapes=False, max_length=16) == 7
+    assert steps_per_epoch(100, 16, static_shapes=False, max_length=128) > 7
+    assert steps_per_epoch(3, 16, static_shapes=True, max_length=128) == 1
+
+
+# --------------------------------------------------------------------------- best epoch, early stopping
+class BreakAfter(tf_keras.callbacks.Callback):
+    """From epoch ``start`` on, wipe the word embeddings after every batch: validation collapses."""
+
+    def __init__(self, start: int):
+        super().__init__()
+        self.start, self.epoch = start, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch >= self.start:
+            emb = self.model.backbone.bert.embeddings.weight
+            emb.assign(tf.zeros_like(emb))
+
+
+def test_early_stopping_restores_best_epoch(tmp_path, tiny_checkpoint, clf_data):
+    out = str(tmp_path / "early")
+    cfg = {**TINY_TRAIN, "epochs": 12, "early_stopping_patience": 2}
+    result = train(data=clf_data, model=tiny_checkpoint, output_dir=out, callbacks=[BreakAfter(4)], **cfg)
+    val = result.history["val_accuracy"]
+    best = max(val)
+    assert len(val) < 12  # stopped early
+    assert len(val) - 1 - int(np.argmax(val)) == 2  # ... exactly `patience` epochs after the best one
+    assert val[-1] < best and best >= 0.9
+    assert result.report["accuracy"] == pytest.approx(best)  # the returned model is the best epoch's
+    from tfpipeline.inference import Predictor
+
+    reloaded = Predictor.from_directory(out)
+    probs = reloaded.class_probabilities([e.text for e in clf_data.validation])
+    accuracy = np.mean([reloaded.labels.name(i) == e.label for i, e in zip(probs.argmax(1), clf_data.validation)])
+    assert accuracy == pytest.approx(best)  # ... and so is the saved one
+
+
+# --------------------------------------------------------------------------- output folder atomicity
+def test_unknown_validation_label_fails_before_writing(tmp_path, tiny_checkpoint, clf_data):
+    bad = TaskData("bad", CLASSIFICATION, train=clf_data.train,
+                   validation=clf_data.validation[:3] + [TextExample("meh", "neutral", origin="valid.csv:40")])
+    out = str(tmp_path / "never")
+    with pytest.raises(DataError, match=r"valid\.csv:40: unknown label 'neutral'"):
+        train(data=bad, model=tiny_checkpoint, output_dir=out, **TINY_TRAIN)
+    assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+
+
+def test_unknown_validation_label_in_file(tmp_path, tiny_checkpoint, clf_files):
+    valid = tmp_path / "valid.csv"
+    valid.write_text("text,label\nfine,pos\nnot fine,neutral\n", encoding="utf-8")
+    out = str(tmp_path / "never")
+    with pytest.raises(DataError, match=rf"{valid}:3: unknown label 'neutral'"):
+        train(dataset=None, task=CLASSIFICATION, train_file=clf_files["train"], validation_file=str(valid),
+              model=tiny_checkpoint, output_dir=out, **TINY_TRAIN)
+    assert os.listdir(tmp_path) == ["valid.csv"]
+
+
+class Boom(tf_keras.callbacks.Callback):
+    """Fails in the middle of the first epoch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            raise RuntimeError("boom")
+
+
+def test_failure_during_training_leaves_no_partial_and_keeps_old_model(tmp_path, tiny_checkpoint, clf_data):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "old.txt").write_text("previous run", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="boom"):
+        train(data=clf_data, model=tiny_checkpoint, output_dir=str(out), overwrite=True, callbacks=[Boom()],
+              **{**TINY_TRAIN, "epochs": 1})
+    assert not os.path.exists(str(out) + ".partial")
+    assert os.listdir(out) == ["old.txt"]  # the previous model survives a failed overwrite
+
+    fresh = str(tmp_path / "fresh")
+    with pytest.raises(RuntimeError, match="boom"):
+        train(data=clf_data, model=tiny_checkpoint, output_dir=fresh, callbacks=[Boom()], **{**TINY_TRAIN, "epochs": 1})
+    assert not os.path.exists(fresh) and not os.path.exists(fresh + ".partial")
+
+
+def test_existing_output_dir_needs_overwrite(tmp_path, tiny_checkpoint, clf_data):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{out}: output folder exists and is not empty"):
+        train(data=clf_data, model=tiny_checkpoint, output_dir=str(out), **TINY_TRAIN)
+    assert os.listdir(out) == ["keep.txt"] and not os.path.exists(str(out) + ".partial")
+
+
+def test_static_shapes_training_with_overwrite(tmp_path, tiny_checkpoint, clf_data):
+    out = tmp_path / "static"
+    out.mkdir()
+    (out / "stale.txt").write_text("old", encoding="utf-8")
+    result = train(data=clf_data, model=tiny_checkpoint, output_dir=str(out), overwrite=True,
+                   static_shapes=True, **{**TINY_TRAIN, "epochs": 2})
+    assert "stale.txt" not in os.listdir(out) and "tf_model.h5" in os.listdir(out)
+    assert len(result.history["loss"]) == 2 and all(np.isfinite(result.history["loss"]))
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert result.report["examples"] == len(clf_data.validation)  # evaluation still sees every example
+    _, _, _, meta = load_task_model(str(out))
+    assert meta["config"]["static_shapes"] is True
+
+
+def test_config_validation_errors(tmp_path, tiny_checkpoint):
+    with pytest.raises(DataError, match="task"):
+        train(dataset=None, train_file="x.csv", output_dir=str(tmp_path / "o"))
+    with pytest.raises(DataError, match="epochs"):
+        train(epochs=0, output_dir=str(tmp_path / "o"))
+    with pytest.raises(DataError, match="precision"):
+        train(precision="float8", output_dir=str(tmp_path / "o"))
+    with pytest.raises(DataError, match="unknown option"):
+        train(learning_rat=0.1, output_dir=str(tmp_path / "o"))
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- MirroredStrategy
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tfpipeline  # legacy-Keras env first
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[3])
+    from conftest import TINY_TRAIN, keyword_examples
+    from tfpipeline.data.examples import TaskData
+    from tfpipeline.training.trainer import train
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    data = TaskData("kw", "classification", train=keyword_examples(64, 1), validation=keyword_examples(16, 2))
+    cfg = dict(TINY_TRAIN, epochs=1, batch_size=8, verbose=1)
+    result = train(data=data, model=sys.argv[1], output_dir=sys.argv[2], strategy=strategy, **cfg)
+    print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync,
+                                  "loss": result.history["loss"], "examples": result.report["examples"],
+                                  "variable_type": type(result.model.trainable_variables[0]).__name__}))
+""")
+
+
+def test_mirrored_strategy_two_cpu_replicas(tmp_path, tiny_checkpoint):
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED_SCRIPT, encoding="utf-8")
+    out = tmp_path / "mirrored_model"
+    proc = subprocess.run([sys.executable, str(script), tiny_checkpoint, str(out), os.path.dirname(__file__)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    result = json.loads(line[len("RESULT "):])
+    assert result["replicas"] == 2
+    assert len(result["loss"]) == 1 and np.isfinite(result["loss"][0])
+    assert result["examples"] == 16
+    assert "Mirrored" in result["variable_type"]
+    assert "global batch 16" in proc.stdout
+    assert os.path.isfile(out / "tf_model.h5")
+
+
+def test_keyword_examples_are_balanced():
+    labels = [e.label for e in keyword_examples(40, 0)]
+    assert labels.count("pos") == labels.count("neg") == 20
