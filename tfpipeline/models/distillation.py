@@ -1,0 +1,275 @@
+"""Knowledge distillation: a fine-tuned teacher model folder -> a shallower student model folder.
+
+The student is the teacher's architecture with fewer encoder layers,
+initialised from the teacher's embeddings, its *bottom* ``num_layers`` encoder
+layers and its pooler/head (the DistilBERT / "BERT-of-Theseus" style start:
+the student begins close to the teacher, so a short run suffices).
+
+``Distiller`` trains it on ``alpha * CE(labels) + (1 - alpha) * T^2 *
+KL(softmax(teacher / T) || softmax(student / T))`` (Hinton et al. 2015; the
+``T^2`` keeps soft-target gradients on the same scale as the hard ones).
+The result is saved with ``save_task_model``: an ordinary model folder that
+loads, evaluates, exports and serves like any trained model.
+
+Works for classification and NER (token-level losses skip the ``-100``
+positions); BERT-family backbones whose config has ``num_hidden_layers``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Union
+
+from tfpipeline import _env  # noqa: F401
+
+import tensorflow as tf
+import tf_keras
+
+from tfpipeline.data.examples import DataError, TaskData
+from tfpipeline.data.pipeline import make_dataset
+from tfpipeline.data.tokenization import IGNORE_INDEX, TextEncoder
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.evaluation.evaluate import evaluate_examples
+from tfpipeline.inference import Predictor
+from tfpipeline.models.task_model import TaskModel, count_params, load_task_model, save_task_model
+from tfpipeline.training.optimization import create_optimizer
+
+REPORT_FILE = "eval_report.json"
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- student initialisation
+def _strip_model_scope(name: str) -> str:
+    """'tf_bert_for_sequence_classification_3/bert/encoder/...:0' -> 'bert/encoder/...'.
+
+    Two instances of the same class differ only in that first scope, so the
+    rest of the name identifies a weight across teacher and student.
+    """
+    return name.split("/", 1)[1].rsplit(":", 1)[0]
+
+
+def encoder_depth(model: TaskModel) -> int:
+    config = model.backbone.config
+    if not hasattr(config, "num_hidden_layers"):
+        raise ValueError(f"{type(model.backbone).__name__}: config has no num_hidden_layers; "
+                         "distillation supports BERT-family encoders")
+    return int(config.num_hidden_layers)
+
+
+def make_student(teacher: TaskModel, num_layers: int) -> TaskModel:
+    """A ``num_layers``-deep copy of ``teacher``: embeddings, bottom layers, pooler and head copied.
+
+    Every student weight must exist in the teacher under the same name (the
+    upper encoder layers are simply absent), so a mismatch is an error rather
+    than a silently random weight.
+    """
+    depth = encoder_depth(teacher)
+    if not 1 <= num_layers < depth:
+        raise ValueError(f"num_layers must be in [1, {depth - 1}] for a {depth}-layer teacher, got {num_layers}")
+    if getattr(teacher, "peft_config", None) is not None:
+        log.warning("teacher has unmerged PEFT adapters: the student copies the base weights only")
+    config = copy.deepcopy(teacher.backbone.config)
+    config.num_hidden_layers = int(num_layers)
+    backbone = type(teacher.backbone)(config)
+    backbone(backbone.dummy_inputs, training=False)
+    student = TaskModel(backbone, teacher.task).build_with_dummy()
+
+    source = {_strip_model_scope(w.name): w for w in teacher.weights}
+    missing = [w.name for w in student.weights if _strip_model_scope(w.name) not in source]
+    if missing:
+        raise ValueError(f"student weights not found in the teacher: {missing[:3]}")
+    for w in student.weights:
+        w.assign(source[_strip_model_scope(w.name)])
+    return student
+
+
+# ---------------------------------------------------------------- loss and trainer
+def distillation_loss(labels: tf.Tensor, student_logits: tf.Tensor, teacher_logits: tf.Tensor, *,
+                      temperature: float, alpha: float):
+    """(total, hard, soft) losses, averaged over examples (or over labelled tokens for NER)."""
+    labels = tf.cast(labels, tf.int32)
+    weights = tf.cast(tf.not_equal(labels, IGNORE_INDEX), tf.float32)
+    safe = tf.where(labels == IGNORE_INDEX, 0, labels)
+    hard = tf_keras.losses.sparse_categorical_crossentropy(safe, student_logits, from_logits=True)
+    t = tf.cast(temperature, tf.float32)
+    teacher_logp = tf.nn.log_softmax(teacher_logits / t, axis=-1)
+    student_logp = tf.nn.log_softmax(student_logits / t, axis=-1)
+    kl = tf.reduce_sum(tf.exp(teacher_logp) * (teacher_logp - student_logp), axis=-1)
+    count = tf.maximum(tf.reduce_sum(weights), 1.0)
+    hard = tf.reduce_sum(hard * weights) / count
+    soft = tf.reduce_sum(kl * weights) / count * t * t
+    return alpha * hard + (1.0 - alpha) * soft, hard, soft
+
+
+class _MaskedAccuracy(tf_keras.metrics.Mean):
+    """Accuracy over labelled positions (every example for classification, -100 skipped for NER)."""
+
+    def update_state(self, labels, logits, sample_weight=None):
+        labels = tf.cast(labels, tf.int32)
+        hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
+        return super().update_state(tf.boolean_mask(hits, tf.not_equal(labels, IGNORE_INDEX)))
+
+
+class Distiller(tf_keras.Model):
+    """Trains ``student`` to match ``teacher`` (frozen) and the gold labels; ``call`` is the student."""
+
+    def __init__(self, student: TaskModel, teacher: TaskModel, *, temperature: float = 2.0,
+                 alpha: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.student, self.teacher = student, teacher
+        self.teacher.trainable = False
+        self.temperature, self.alpha = float(temperature), float(alpha)
+        self.loss_tracker = tf_keras.metrics.Mean(name="loss")
+        self.hard_tracker = tf_keras.metrics.Mean(name="hard_loss")
+        self.soft_tracker = tf_keras.metrics.Mean(name="soft_loss")
+        self.accuracy = _MaskedAccuracy(name="accuracy")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.hard_tracker, self.soft_tracker, self.accuracy]
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def _kd_losses(self, y, student_logits, teacher_logits):
+        return distillation_loss(y, student_logits, teacher_logits, temperature=self.temperature,
+                                 alpha=self.alpha)
+
+    def _record(self, y, logits, total, hard, soft):
+        self.loss_tracker.update_state(total)
+        self.hard_tracker.update_state(hard)
+        self.soft_tracker.update_state(soft)
+        self.accuracy.update_state(y, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, y = data
+        teacher_logits = self.teacher(x, training=False)
+        with tf.GradientTape() as tape:
+            logits = self.student(x, training=True)
+            total, hard, soft = self._kd_losses(y, logits, teacher_logits)
+        variables = self.student.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
+        return self._record(y, logits, total, hard, soft)
+
+    def test_step(self, data):
+        x, y = data
+        logits = self.student(x, training=False)
+        return self._record(y, logits, *self._kd_losses(y, logits, self.teacher(x, training=False)))
+
+
+class KeepBestWeights(tf_keras.callbacks.Callback):
+    """Remember the weights of the best epoch (by ``monitor``) in memory and restore them at the end."""
+
+    def __init__(self, target: tf_keras.Model, monitor: str = "val_accuracy"):
+        super().__init__()
+        self.target, self.monitor = target, monitor
+        self.best, self.best_weights, self.best_epoch = -float("inf"), None, -1
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best, self.best_weights, self.best_epoch = float(value), self.target.get_weights(), epoch
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.target.set_weights(self.best_weights)
+
+
+# ---------------------------------------------------------------- end to end
+@dataclass
+class DistillResult:
+    model: TaskModel
+    encoder: TextEncoder
+    labels: LabelMap
+    output_dir: str
+    report: Dict[str, Any]
+    history: Dict[str, list] = field(default_factory=dict)
+    params: Dict[str, int] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+def _headline(report: Dict[str, Any]) -> Dict[str, Any]:
+    keys = ("accuracy", "macro_f1", "f1", "precision", "recall")
+    return {k: report[k] for k in keys if k in report}
+
+
+def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, num_layers: int = 3,
+            temperature: float = 2.0, alpha: float = 0.5, epochs: int = 3, learning_rate: float = 1e-4,
+            batch_size: int = 32, max_length: Optional[int] = None, warmup_ratio: float = 0.1,
+            limit: Optional[int] = None, seed: int = 13, overwrite: bool = False,
+            verbose: int = 1) -> DistillResult:
+    """Distil the model folder ``teacher_dir`` into a ``num_layers`` student saved at ``output_dir``.
+
+    ``data`` is a ``TaskData`` or a built-in dataset name (``limit`` caps each
+    split). The best epoch by validation accuracy is kept; the report (written
+    as ``eval_report.json``) includes the teacher's scores on the same split.
+    """
+    from tfpipeline.training.trainer import _prepare_output
+
+    say = print if verbose else (lambda *a, **k: None)
+    if isinstance(data, str):
+        from tfpipeline.data.catalog import load_dataset
+
+        data = load_dataset(data, limit=limit, seed=seed)
+    teacher, encoder, labels, meta = load_task_model(teacher_dir, max_length=max_length)
+    if data.task != teacher.task:
+        raise DataError(f"{data.name} is a {data.task} dataset but the teacher at {teacher_dir} is {teacher.task}")
+    if not data.train or not data.validation:
+        raise DataError(f"{data.name}: distillation needs train and validation examples")
+    eval_split = data.test or data.validation
+
+    staging = _prepare_output(output_dir, overwrite)
+    try:
+        tf_keras.utils.set_random_seed(seed)
+        student = make_student(teacher, num_layers)
+        train_ds = make_dataset(data.train, encoder, labels, data.task, batch_size=batch_size, training=True,
+                                seed=seed)
+        val_ds = make_dataset(data.validation, encoder, labels, data.task, batch_size=batch_size)
+        steps = epochs * max(1, -(-len(data.train) // batch_size))
+        distiller = Distiller(student, teacher, temperature=temperature, alpha=alpha)
+        distiller.compile(optimizer=create_optimizer(learning_rate, steps, warmup_ratio=warmup_ratio))
+        params = count_params(student)
+        say(f"[tfpipeline] distilling {encoder_depth(teacher)}-layer teacher -> {num_layers}-layer student "
+            f"({params['total']:,} params) on {data.name}: train {len(data.train)}, T={temperature}, "
+            f"alpha={alpha}")
+        best = KeepBestWeights(student)
+        started = time.perf_counter()
+        history = distiller.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[best],
+                                verbose=verbose if sys.stdout.isatty() else (2 if verbose else 0))
+        train_seconds = time.perf_counter() - started
+
+        predictor = Predictor(student, encoder, labels, data.task, batch_size=max(batch_size, 64))
+        report = evaluate_examples(predictor, eval_split)
+        teacher_report = evaluate_examples(Predictor(teacher, encoder, labels, data.task, 64), eval_split)
+        settings = {"teacher_dir": os.path.abspath(teacher_dir), "teacher_layers": encoder_depth(teacher),
+                    "student_layers": num_layers, "temperature": temperature, "alpha": alpha,
+                    "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
+                    "best_epoch": best.best_epoch + 1}
+        report.update(split="test" if data.test else "validation", dataset=data.name,
+                      train_seconds=round(train_seconds, 1), trainable_params=params["trainable"],
+                      total_params=params["total"], teacher=_headline(teacher_report), distillation=settings)
+        save_task_model(student, encoder, labels, staging, source_checkpoint=meta.get("source_checkpoint"),
+                        dataset=data.name, distillation=settings)
+        with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    say(f"[tfpipeline] student {_headline(report)} vs teacher {report['teacher']} "
+        f"on {report['split']} ({data.name}); written to {output_dir}")
+    return DistillResult(student, encoder, labels, output_dir, report, dict(history.history), params,
+                         train_seconds)
