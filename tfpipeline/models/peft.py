@@ -159,9 +159,9 @@ def freeze_for_peft(model) -> None:
 
 
 def parameter_counts(model) -> Dict[str, int]:
-    trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
-    frozen = int(sum(int(np.prod(w.shape)) for w in model.non_trainable_weights))
-    return {"trainable": trainable, "total": trainable + frozen}
+    from tfpipeline.models.task_model import count_params
+
+    return count_params(model)
 
 
 def merge_lora(model) -> None:

@@ -20,7 +20,7 @@ from tfpipeline import _env  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION, NER, DataError
+from tfpipeline.data.examples import CLASSIFICATION, NER
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import FEATURES, TextEncoder, read_vocab
 from tfpipeline.models.checkpoint import (CheckpointError, load_safetensors_into, resolve_checkpoint,
@@ -156,8 +156,3 @@ def count_params(model: tf_keras.Model) -> dict:
     total = trainable + int(sum(int(tf.size(w)) for w in model.non_trainable_weights))
     return {"trainable": trainable, "total": total}
 
-
-def check_task(task: str) -> str:
-    if task not in (CLASSIFICATION, NER):
-        raise DataError(f"unknown task {task!r} (use {CLASSIFICATION} or {NER})")
-    return task
