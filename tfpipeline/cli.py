@@ -130,6 +130,52 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from tfpipeline.export import export_model
+
+    warmup = None
+    if args.warmup_file:
+        from tfpipeline.data.readers import read_text
+
+        warmup = [line.strip() for line in read_text(args.warmup_file).splitlines() if line.strip()]
+    path = export_model(args.model_dir, args.base_dir, args.name, version=args.version, warmup_texts=warmup)
+    print(f"[tfpipeline] exported {args.model_dir} to {path}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import logging
+    import signal
+
+    from serving.runner import Limits
+    from serving.server import ModelServer
+
+    logging.basicConfig(level=logging.INFO, format="[serving] %(message)s")
+    try:
+        server = ModelServer(args.model_base, host=args.host,
+                             grpc_port=None if args.grpc_port < 0 else args.grpc_port,
+                             rest_port=None if args.rest_port < 0 else args.rest_port,
+                             limits=Limits(args.max_batch_size, args.max_text_bytes),
+                             poll_seconds=args.poll_seconds, keep_versions=args.keep_versions)
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(str(e)) from None
+
+    def interrupt(signum, frame):  # docker stop / kubectl delete send SIGTERM: shut down like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    server.start()
+    print(f"[tfpipeline] serving {args.model_base}: gRPC {server.grpc_target or 'off'}, REST {server.rest_url or 'off'}"
+          " (Ctrl-C stops)", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
 def _reader_options(args) -> Dict[str, Any]:
     return {k: v for k, v in (("text_column", args.text_column), ("label_column", args.label_column),
                                 ("pair_column", args.pair_column)) if v is not None}
@@ -138,6 +184,156 @@ def _reader_options(args) -> Dict[str, Any]:
 def _write_json(path: str, data) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
+
+
+def _add_data_options(p) -> None:
+    """Data flags shared by distill and compress: a built-in dataset or your own files."""
+    p.add_argument("--dataset", help="built-in dataset name")
+    p.add_argument("--train-file", help="labelled CSV/TSV/JSONL (classification) or CoNLL (ner) file")
+    p.add_argument("--validation-file")
+    p.add_argument("--test-file")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--pair-column")
+    p.add_argument("--limit-train", type=int, help="cap training examples (quick runs)")
+    p.add_argument("--limit-eval", type=int, help="cap validation/test examples")
+    p.add_argument("--seed", type=int, default=13)
+
+
+def _data_from_args(args, task: str, fallback_dataset: Optional[str] = None):
+    from tfpipeline.data.sources import load_task_data
+
+    dataset = args.dataset or (None if args.train_file else fallback_dataset)
+    return load_task_data(dataset=dataset, task=task, train_file=args.train_file,
+                          validation_file=args.validation_file, test_file=args.test_file,
+                          limit_train=args.limit_train, limit_eval=args.limit_eval, seed=args.seed,
+                          **_reader_options(args))
+
+
+def _model_meta(model_dir: str) -> Dict[str, Any]:
+    import os
+
+    from tfpipeline.models.task_model import META_FILE
+
+    path = os.path.join(model_dir, META_FILE)
+    if not os.path.isfile(path):
+        raise DataError(f"{model_dir}: not a tfpipeline model folder (no {META_FILE})")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def cmd_distill(args) -> int:
+    from tfpipeline.evaluation.reports import format_report
+    from tfpipeline.models.distillation import distill
+
+    meta = _model_meta(args.teacher_dir)
+    data = _data_from_args(args, meta["task"], meta.get("dataset"))
+    result = distill(args.teacher_dir, data, args.output_dir, num_layers=args.student_layers,
+                     temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
+                     learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
+                     seed=args.seed, overwrite=args.overwrite, verbose=0 if args.quiet else 1)
+    if not args.quiet:
+        print(format_report(result.report))
+    return 0
+
+
+def cmd_compress(args) -> int:
+    import os
+
+    from tfpipeline.inference import Predictor
+    from tfpipeline.models.compression import (TFLiteClassifier, evaluate_tflite, export_tflite, prune_model,
+                                               zipped_size)
+    from tfpipeline.models.task_model import load_task_model, save_task_model
+
+    model, encoder, labels, meta = load_task_model(args.model_dir)
+    needs_data = args.prune_sparsity or args.quantize == "int8" or args.evaluate
+    data = None
+    if needs_data:
+        try:
+            data = _data_from_args(args, meta["task"], meta.get("dataset"))
+        except DataError as e:
+            if args.prune_sparsity or args.quantize == "int8":
+                raise DataError(f"{e} (pruning and int8 calibration need data: --dataset or --train-file)") from None
+            print(f"[tfpipeline] no evaluation data ({e}); exporting without evaluation", file=sys.stderr)
+    summary: Dict[str, Any] = {"model_dir": args.model_dir, "quantize": args.quantize}
+    source_dir = args.model_dir
+    if args.prune_sparsity:
+        summary["pruning"] = prune_model(model, encoder, labels, data.train, data.validation,
+                                         target_sparsity=args.prune_sparsity, epochs=args.prune_epochs,
+                                         learning_rate=args.learning_rate, batch_size=args.batch_size,
+                                         seed=args.seed, verbose=0)
+        source_dir = save_task_model(model, encoder, labels, os.path.join(args.output, "pruned_model"),
+                                     **{k: v for k, v in meta.items() if k not in ("task", "max_length")},
+                                     pruning={k: v for k, v in summary["pruning"].items() if k != "history"})
+        summary["pruning"]["zipped_bytes"] = zipped_size(os.path.join(source_dir, "tf_model.h5"))
+        summary["pruning"]["zipped_bytes_before"] = zipped_size(os.path.join(args.model_dir, "tf_model.h5"))
+    texts = [ex.text for ex in data.train] if data else []
+    path = export_tflite(model, encoder, labels, args.output, quantize=args.quantize, max_length=args.max_length,
+                         representative_texts=texts, calibration_examples=args.calibration_examples,
+                         source_model=source_dir)
+    summary["tflite"] = path
+    if data and args.evaluate:
+        examples = data.test or data.validation
+        reference = Predictor(model, encoder, labels, meta["task"])
+        summary["evaluation"] = evaluate_tflite(TFLiteClassifier.from_directory(path), examples,
+                                                reference=reference)
+    _write_json(os.path.join(os.path.dirname(path), "compression_report.json"), summary)
+    shown = json.loads(json.dumps(summary))
+    shown.get("pruning", {}).pop("history", None)
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+def cmd_zeroshot(args) -> int:
+    from tfpipeline.models.zeroshot import ZeroShotClassifier, parse_verbalizer, sample_shots
+
+    shots = []
+    if args.shots_file:
+        from tfpipeline.data.readers import read_task_file
+
+        shots = read_task_file(args.shots_file, "classification", **_reader_options(args))
+    data = None
+    if args.dataset:
+        from tfpipeline.data.catalog import load_dataset
+
+        data = load_dataset(args.dataset, seed=args.seed)
+        if data.task != "classification":
+            raise DataError(f"zero-shot needs a classification dataset; {args.dataset} is {data.task}")
+        if args.shots:
+            shots += sample_shots(data.train, args.shots, seed=args.seed)
+    labels = (args.labels or (list(data.labels) if data else None)
+              or sorted({ex.label for ex in shots}))
+    if not labels:
+        raise DataError("give the candidate labels: --labels 'positive,negative' (or a --shots-file / --dataset)")
+    verbalizer = parse_verbalizer(args.verbalizer) if args.verbalizer else None
+    clf = ZeroShotClassifier.from_checkpoint(labels, args.model, max_length=args.max_length, template=args.template,
+                                             verbalizer=verbalizer)
+    if shots and args.finetune_epochs:
+        clf.finetune(shots, epochs=args.finetune_epochs, learning_rate=args.learning_rate, seed=args.seed)
+    if shots and args.prompt_weight < 1.0:
+        clf.fit_prototypes(shots, prompt_weight=args.prompt_weight)
+    texts = list(args.texts)
+    if args.file:
+        from tfpipeline.data.readers import read_text
+
+        texts += [line.strip() for line in read_text(args.file).splitlines() if line.strip()]
+    if data:
+        examples = data.test[:args.limit] if args.limit else data.test
+        report = clf.evaluate(examples)
+        mode = ("zero-shot" if not shots else
+                f"{len(shots)} shots" + (f", prompt fine-tuned {args.finetune_epochs} epochs"
+                                         if args.finetune_epochs else "")
+                + (f", prototypes (prompt weight {args.prompt_weight})" if args.prompt_weight < 1.0 else ""))
+        print(f"[tfpipeline] {args.dataset} test ({len(examples)} examples), {mode}: "
+              f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
+    elif not texts:
+        raise DataError("nothing to classify: pass texts as arguments, --file, or --dataset to evaluate")
+    for text, result in zip(texts, clf.classify(texts) if texts else []):
+        if args.json:
+            print(json.dumps({"text": text, **result}, ensure_ascii=False))
+        else:
+            print(f"{result['label']}\t{result['score']:.3f}\t{text}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +375,78 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="list the built-in datasets")
     p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("export", help="export a model folder as a versioned SavedModel for TF Serving")
+    p.add_argument("--model-dir", required=True, help="a trained model folder (tfpipeline train output)")
+    p.add_argument("--base-dir", required=True, help="model base folder: writes BASE/NAME/VERSION/")
+    p.add_argument("--name", required=True, help="model name (the serving URL /v1/models/NAME)")
+    p.add_argument("--version", type=int, help="integer version (default: highest existing + 1)")
+    p.add_argument("--warmup-file", help="text file, one sample text per line, for the warmup requests")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve every model under a base folder over gRPC and REST (TF Serving API)")
+    p.add_argument("--model-base", required=True, help="folder of NAME/VERSION/ exports")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 for all interfaces)")
+    p.add_argument("--grpc-port", type=int, default=8500, help="0 = any free port, -1 = off")
+    p.add_argument("--rest-port", type=int, default=8501, help="0 = any free port, -1 = off")
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--max-text-bytes", type=int, default=10_000, help="longest accepted text (UTF-8 bytes)")
+    p.add_argument("--poll-seconds", type=float, default=5.0, help="how often to look for new versions (0 = never)")
+    p.add_argument("--keep-versions", type=int, help="serve only the newest N versions (default: all)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("distill", help="distil a trained model folder into a shallower student model folder")
+    p.add_argument("--teacher-dir", required=True, help="a trained model folder (the teacher)")
+    p.add_argument("--output-dir", required=True)
+    _add_data_options(p)
+    p.add_argument("--student-layers", type=int, default=3, help="encoder layers kept (the teacher's bottom N)")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss (1 - alpha: soft)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("compress", help="TFLite export (float32 / dynamic / int8), optionally after pruning")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--output", required=True, help="output folder (or a path ending in .tflite)")
+    p.add_argument("--quantize", choices=["dynamic", "int8", "float32"], default="dynamic")
+    p.add_argument("--prune-sparsity", type=float, help="magnitude-prune encoder Dense kernels to this sparsity")
+    p.add_argument("--prune-epochs", type=int, default=1)
+    p.add_argument("--learning-rate", type=float, default=3e-5, help="for the pruning fine-tune")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, help="fixed TFLite sequence length (default: the model's)")
+    p.add_argument("--calibration-examples", type=int, default=100, help="int8 representative examples")
+    p.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
+                   help="score the TFLite model (accuracy, agreement with float, latency)")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("zeroshot", help="zero-/few-shot classification by prompt similarity (MiniLM embeddings)")
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--labels", type=_str_list, help="candidate labels, comma-separated")
+    p.add_argument("--template", default="This review is {}.", help="prompt with {} (or {label}) for the word")
+    p.add_argument("--verbalizer", help="label words: 'positive=good,great;negative=bad,awful'")
+    p.add_argument("--model", default="minilm", help="checkpoint alias or folder")
+    p.add_argument("--shots-file", help="labelled CSV/TSV/JSONL of few-shot examples")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--pair-column")
+    p.add_argument("--prompt-weight", type=float, default=0.5,
+                   help="with shots: label vector = w * prompt + (1 - w) * prototype (1 = prompts only)")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="with shots: prompt fine-tuning epochs")
+    p.add_argument("--learning-rate", type=float, default=5e-5)
+    p.add_argument("--dataset", help="evaluate on this built-in dataset's test split")
+    p.add_argument("--shots", type=int, default=0, help="with --dataset: sample N shots per class from train")
+    p.add_argument("--limit", type=int, help="with --dataset: first N test examples")
+    p.add_argument("--file", help="texts to classify, one per line")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--seed", type=int, default=13)
+    p.set_defaults(func=cmd_zeroshot)
     return parser
 
 

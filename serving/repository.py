@@ -1,0 +1,186 @@
+"""The model repository: every ``<base>/<model>/<version>/`` SavedModel, reloaded as folders change.
+
+Same layout and rules as TF Serving's file-system source: a model is a
+sub-folder of the base folder, a version is an integer-named sub-folder of
+the model (anything else, such as an exporter's hidden ``.tmp-*`` staging
+folder, is ignored). The newest loaded version answers requests that name no
+version. Loading happens outside the lock, so requests keep being served by
+the old versions while a new one loads.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from tfpipeline import _env  # noqa: F401
+
+import tensorflow as tf
+
+from serving.errors import invalid, not_found
+
+log = logging.getLogger(__name__)
+
+AVAILABLE, END = "AVAILABLE", "END"
+
+
+@dataclass
+class Servable:
+    """One loaded model version: its signature functions and SignatureDefs."""
+
+    name: str
+    version: int
+    path: str
+    loaded: object                      # keeps the restored object (and its variables) alive
+    signature_defs: Dict[str, object]   # name -> SignatureDef proto (method names as exported)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def signatures(self):
+        return self.loaded.signatures
+
+
+@dataclass
+class VersionStatus:
+    version: int
+    state: str                 # AVAILABLE or END (failed to load / unloaded)
+    error: str = ""            # empty when OK
+
+
+def _stamp(path: str) -> float:
+    """Changes when a version folder is (re)written: newest mtime of its key files."""
+    files = [os.path.join(path, "saved_model.pb"), os.path.join(path, "variables", "variables.index")]
+    return max((os.path.getmtime(f) for f in files if os.path.exists(f)), default=0.0)
+
+
+def load_servable(name: str, version: int, path: str) -> Servable:
+    """tf.saved_model.load one version (tensorflow-text is imported first to register its ops)."""
+    try:
+        import tensorflow_text  # noqa: F401  (FastBertTokenizer / RegexSplit ops)
+    except ImportError:      # an ids-only export still loads
+        pass
+    from tfpipeline.export.saved_model import ASSETS_EXTRA, METADATA_FILE, read_saved_model_proto
+
+    loaded = tf.saved_model.load(path)
+    defs = dict(read_saved_model_proto(path).meta_graphs[0].signature_def)
+    defs = {k: v for k, v in defs.items() if not k.startswith("__")}
+    meta_path = os.path.join(path, ASSETS_EXTRA, METADATA_FILE)
+    metadata = {}
+    if os.path.exists(meta_path):
+        with open(meta_path, encoding="utf-8") as f:
+            metadata = json.load(f)
+    return Servable(name, version, path, loaded, defs, metadata)
+
+
+class ModelRepository:
+    """Thread-safe map of model name -> {version: Servable}, refreshed by ``reload()``.
+
+    ``keep_versions`` = N serves only the newest N versions of each model
+    (TF Serving's ``latest`` policy); None serves every version on disk.
+    """
+
+    def __init__(self, base_dir: str, *, keep_versions: Optional[int] = None):
+        if not os.path.isdir(base_dir):
+            raise FileNotFoundError(f"{base_dir}: model base folder not found")
+        if keep_versions is not None and keep_versions < 1:
+            raise ValueError("keep_versions must be >= 1 (or None for all versions)")
+        self.base_dir = base_dir
+        self.keep_versions = keep_versions
+        self._models: Dict[str, Dict[int, Servable]] = {}
+        self._stamps: Dict[Tuple[str, int], float] = {}
+        self._failed: Dict[Tuple[str, int], Tuple[float, str]] = {}
+        self._lock = threading.Lock()          # guards the maps above
+        self._reload_lock = threading.Lock()   # one reload at a time (poller vs. manual)
+
+    # ------------------------------------------------------------------ scanning
+    def scan(self) -> Dict[str, Dict[int, str]]:
+        """What is on disk now: {model: {version: path}} (only the versions that will be served)."""
+        found: Dict[str, Dict[int, str]] = {}
+        for name in sorted(os.listdir(self.base_dir)):
+            root = os.path.join(self.base_dir, name)
+            if name.startswith(".") or not os.path.isdir(root):
+                continue
+            versions = {int(v): os.path.join(root, v) for v in os.listdir(root)
+                        if v.isdigit() and os.path.isfile(os.path.join(root, v, "saved_model.pb"))}
+            if versions:
+                keep = sorted(versions)[-self.keep_versions:] if self.keep_versions else sorted(versions)
+                found[name] = {v: versions[v] for v in keep}
+        return found
+
+    def reload(self) -> Dict[str, List]:
+        """Load new/changed versions, drop removed ones. Returns {"loaded": [...], "unloaded": [...], "failed": [...]}."""
+        with self._reload_lock:
+            wanted = self.scan()
+            changes: Dict[str, List] = {"loaded": [], "unloaded": [], "failed": []}
+            new_servables: Dict[Tuple[str, int], Servable] = {}
+            for name, versions in wanted.items():
+                for version, path in versions.items():
+                    key, stamp = (name, version), _stamp(path)
+                    if self._stamps.get(key) == stamp or self._failed.get(key, (None,))[0] == stamp:
+                        continue
+                    try:
+                        new_servables[key] = load_servable(name, version, path)
+                        self._failed.pop(key, None)
+                        self._stamps[key] = stamp
+                        changes["loaded"].append(f"{name}/{version}")
+                    except Exception as e:  # a broken version must not take the server down
+                        log.error("failed to load %s version %s from %s: %s", name, version, path, e)
+                        self._failed[key] = (stamp, f"{type(e).__name__}: {e}")
+                        changes["failed"].append(f"{name}/{version}")
+            with self._lock:
+                for (name, version), servable in new_servables.items():
+                    self._models.setdefault(name, {})[version] = servable
+                for name in list(self._models):
+                    for version in list(self._models[name]):
+                        if version not in wanted.get(name, {}):
+                            del self._models[name][version]
+                            self._stamps.pop((name, version), None)
+                            changes["unloaded"].append(f"{name}/{version}")
+                    if not self._models[name]:
+                        del self._models[name]
+                for key in list(self._failed):
+                    if key[1] not in wanted.get(key[0], {}):
+                        del self._failed[key]
+            for kind, items in changes.items():
+                if items:
+                    log.info("%s: %s", kind, ", ".join(items))
+            return changes
+
+    # ------------------------------------------------------------------ lookups
+    def model_names(self) -> List[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def get(self, name: str, version: Optional[int] = None) -> Servable:
+        """The requested version, or the newest one; NOT_FOUND if absent."""
+        if not name:
+            raise invalid("model_spec.name is required")
+        with self._lock:
+            versions = self._models.get(name)
+            if not versions:
+                raise not_found(f"Servable not found for request: {'Latest' if version is None else 'Specific'}"
+                                f"({name}{'' if version is None else f', {version}'}): no model named {name!r} "
+                                f"(models: {', '.join(sorted(self._models)) or 'none'})")
+            if version is None:
+                return versions[max(versions)]
+            if version not in versions:
+                raise not_found(f"Servable not found for request: Specific({name}, {version}): model {name!r} "
+                                f"has versions {sorted(versions)}")
+            return versions[version]
+
+    def status(self, name: str, version: Optional[int] = None) -> List[VersionStatus]:
+        """Per-version state as GetModelStatus reports it (failed loads show as END with the error)."""
+        with self._lock:
+            loaded = {v: VersionStatus(v, AVAILABLE) for v in self._models.get(name, {})}
+            failed = {k[1]: VersionStatus(k[1], END, err) for k, (_, err) in self._failed.items() if k[0] == name}
+        states = {**failed, **loaded}
+        if not states:
+            raise not_found(f"Could not find any versions of model {name!r}")
+        if version is not None:
+            if version not in states:
+                raise not_found(f"Could not find version {version} of model {name!r}")
+            return [states[version]]
+        return [states[v] for v in sorted(states, reverse=True)]

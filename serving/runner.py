@@ -1,0 +1,144 @@
+"""Run a signature on request tensors, after checking them against the signature and the limits.
+
+Both front ends (gRPC, REST) turn requests into ``{name: numpy array}`` and
+call ``predict`` / ``classify`` here, so validation and error codes are
+identical across protocols. Every problem with a request is an
+INVALID_ARGUMENT that names the input; TF runtime errors caused by the input
+(e.g. token ids outside the vocabulary) are INVALID_ARGUMENT too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+from tfpipeline import _env  # noqa: F401
+
+import numpy as np
+import tensorflow as tf
+
+from serving.errors import ServingError, invalid, not_found
+from serving.repository import Servable
+
+DEFAULT_SIGNATURE = "serving_default"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits: requests over them are refused, not truncated."""
+
+    max_batch_size: int = 64
+    max_text_bytes: int = 10_000      # per string element (a text, or a tf.Example feature value)
+
+    def __post_init__(self):
+        if self.max_batch_size < 1 or self.max_text_bytes < 1:
+            raise ValueError("limits must be positive")
+
+
+def input_specs(servable: Servable, signature_name: str) -> Dict[str, tf.TensorSpec]:
+    """{input name: TensorSpec} of a signature; NOT_FOUND if the signature does not exist."""
+    return dict(_function(servable, signature_name).structured_input_signature[1])
+
+
+def _function(servable: Servable, signature_name: str):
+    name = signature_name or DEFAULT_SIGNATURE
+    try:
+        return servable.signatures[name]
+    except KeyError:
+        raise not_found(f"Serving signature key {name!r} not found in {servable.name} version "
+                        f"{servable.version} (signatures: {', '.join(sorted(servable.signature_defs))})") from None
+
+
+def check_inputs(inputs: Dict[str, np.ndarray], specs: Dict[str, tf.TensorSpec], limits: Limits) -> int:
+    """Names, dtypes, ranks, batch size and text sizes; returns the batch size."""
+    missing, extra = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
+    if missing or extra:
+        raise invalid(f"inputs do not match the signature: expected {sorted(specs)}"
+                      + (f", missing {missing}" if missing else "") + (f", unexpected {extra}" if extra else ""))
+    batch = None
+    for name, spec in specs.items():
+        value = inputs[name]
+        if not _dtype_matches(value, spec.dtype):
+            raise invalid(f"input {name!r}: expects {spec.dtype.name} but got {_dtype_name(value)}")
+        if spec.shape.rank is not None and value.ndim != spec.shape.rank:
+            raise invalid(f"input {name!r}: expects rank {spec.shape.rank} (shape {spec.shape}) "
+                          f"but got shape {list(value.shape)}")
+        if not spec.shape.is_compatible_with(value.shape):
+            raise invalid(f"input {name!r}: shape {list(value.shape)} is not compatible with {spec.shape}")
+        rows = value.shape[0] if value.ndim else 1
+        if batch is not None and rows != batch:
+            raise invalid(f"all inputs must have the same batch size: {name!r} has {rows}, others {batch}")
+        batch = rows
+        if spec.dtype == tf.string:
+            check_text_sizes(value.ravel(), limits, name)
+    batch = batch or 0
+    check_batch(batch, limits)
+    return batch
+
+
+def check_batch(batch: int, limits: Limits) -> None:
+    if batch == 0:
+        raise invalid("the batch is empty")
+    if batch > limits.max_batch_size:
+        raise invalid(f"batch size {batch} exceeds the server limit of {limits.max_batch_size}")
+
+
+def check_text_sizes(values, limits: Limits, name: str) -> None:
+    for i, v in enumerate(values):
+        size = len(v) if isinstance(v, (bytes, str)) else 0
+        if size > limits.max_text_bytes:
+            raise invalid(f"input {name!r} element {i} is {size} bytes; the server limit is {limits.max_text_bytes}")
+
+
+def _dtype_matches(value: np.ndarray, dtype: tf.DType) -> bool:
+    if dtype == tf.string:
+        return value.dtype.kind in "OSU" and all(isinstance(v, (bytes, str)) for v in value.ravel())
+    return value.dtype == dtype.as_numpy_dtype
+
+
+def _dtype_name(value: np.ndarray) -> str:
+    return "string" if value.dtype.kind in "OSU" else value.dtype.name
+
+
+def run(fn, feeds: Dict[str, tf.Tensor]) -> Dict[str, np.ndarray]:
+    """Call a signature function; input-caused TF errors become INVALID_ARGUMENT."""
+    try:
+        outputs = fn(**feeds)
+    except tf.errors.InvalidArgumentError as e:
+        raise invalid(f"the model rejected the input: {e.message.splitlines()[0]}") from None
+    except tf.errors.OpError as e:
+        raise ServingError("INTERNAL", f"model execution failed: {e.message.splitlines()[0]}") from None
+    return {k: v.numpy() for k, v in outputs.items()}
+
+
+def predict(servable: Servable, signature_name: str, inputs: Dict[str, np.ndarray], limits: Limits,
+            output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+    """Predict API: named input arrays -> named output arrays (all outputs unless filtered)."""
+    fn = _function(servable, signature_name)
+    specs = dict(fn.structured_input_signature[1])
+    check_inputs(inputs, specs, limits)
+    outputs_known = set(fn.structured_outputs)
+    unknown = sorted(set(output_filter) - outputs_known)
+    if unknown:
+        raise invalid(f"output_filter names unknown outputs {unknown} (outputs: {sorted(outputs_known)})")
+    feeds = {k: tf.constant(inputs[k], dtype=spec.dtype) for k, spec in specs.items()}
+    outputs = run(fn, feeds)
+    return {k: v for k, v in outputs.items() if not output_filter or k in output_filter}
+
+
+def classify(servable: Servable, signature_name: str, examples: List[tf.train.Example],
+             limits: Limits) -> Tuple[np.ndarray, np.ndarray]:
+    """Classify API: tf.Examples -> (classes [B, C] bytes, scores [B, C] float)."""
+    name = signature_name or DEFAULT_SIGNATURE
+    fn = _function(servable, name)
+    method = servable.signature_defs[name].method_name
+    if method != CLASSIFY_METHOD:
+        raise invalid(f"Expected classification signature method_name to be {CLASSIFY_METHOD}. Was: {method} "
+                      f"(signature {name!r}; tfpipeline exports classify with signature_name 'classify')")
+    check_batch(len(examples), limits)
+    for i, example in enumerate(examples):
+        for key, feature in example.features.feature.items():
+            check_text_sizes(feature.bytes_list.value, limits, f"examples[{i}].{key}")
+    serialized = tf.constant([e.SerializeToString() for e in examples], tf.string)
+    outputs = run(fn, {"inputs": serialized})
+    return outputs["classes"], outputs["scores"]

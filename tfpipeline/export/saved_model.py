@@ -1,0 +1,193 @@
+"""Versioned SavedModel export in the layout TF Serving watches: ``<base>/<name>/<version>/``.
+
+A version is written into a hidden temp folder next to its final place and
+renamed when complete, so a model server polling the base folder never sees
+a half-written version; an existing version is never overwritten.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+from tfpipeline import _env  # noqa: F401
+
+import tensorflow as tf
+
+from tfpipeline.data.examples import CLASSIFICATION, DataError
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.tokenization import TextEncoder
+from tfpipeline.export.signatures import CLASSIFY_METHOD, serving_module
+from tfpipeline.export.warmup import DEFAULT_WARMUP_TEXTS, write_warmup_requests
+
+ASSETS_EXTRA = "assets.extra"
+METADATA_FILE = "tfpipeline.json"
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+class ExportError(DataError):
+    """The export cannot be written (bad version, existing version, bad model folder)."""
+
+
+def export_model(source: Union[str, tuple, object], base_dir: str, model_name: str,
+                 version: Optional[int] = None, warmup_texts: Optional[Sequence[str]] = None) -> str:
+    """Export a trained model to ``<base_dir>/<model_name>/<version>/`` and return that path.
+
+    ``source`` is a model folder written by ``save_task_model``, a ``Predictor``,
+    or a tuple ``(model, encoder, labels, task)``. ``version`` defaults to the
+    highest existing version + 1 (1 for a new model).
+    """
+    if not model_name or "/" in model_name or os.sep in model_name or model_name.startswith("."):
+        raise ExportError(f"invalid model name {model_name!r} (a folder name, not a path)")
+    model_root = os.path.join(base_dir, model_name)
+    version = _choose_version(model_root, version)          # fail fast, before loading the model
+    model, encoder, labels, task, source_dir = _resolve_source(source)
+    os.makedirs(model_root, exist_ok=True)
+    final = os.path.join(model_root, str(version))
+
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_root)  # hidden from model servers
+    try:
+        _write_saved_model(staging, model, encoder, labels, task, warmup_texts, model_name,
+                           version, source_dir)
+        if os.path.exists(final):  # another exporter won the race for this version
+            raise ExportError(f"{final}: version {version} already exists; versions are never overwritten")
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def existing_versions(model_root: str) -> list:
+    """Integer version folders under ``<base>/<name>`` (what TF Serving would consider)."""
+    if not os.path.isdir(model_root):
+        return []
+    return sorted(int(d) for d in os.listdir(model_root)
+                  if d.isdigit() and os.path.isdir(os.path.join(model_root, d)))
+
+
+def _choose_version(model_root: str, version: Optional[int]) -> int:
+    versions = existing_versions(model_root)
+    if version is None:
+        return (versions[-1] + 1) if versions else 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ExportError(f"version must be a positive integer, got {version!r}")
+    if version in versions:
+        raise ExportError(f"{os.path.join(model_root, str(version))}: version {version} already exists; "
+                          f"versions are never overwritten (existing: {versions})")
+    return version
+
+
+def _resolve_source(source) -> Tuple[object, TextEncoder, LabelMap, str, str]:
+    if isinstance(source, (str, os.PathLike)):
+        from tfpipeline.models.task_model import load_task_model
+
+        model, encoder, labels, meta = load_task_model(str(source))
+        return model, encoder, labels, meta["task"], str(source)
+    if all(hasattr(source, a) for a in ("model", "encoder", "labels", "task")):   # a Predictor
+        return source.model, source.encoder, source.labels, source.task, ""
+    if isinstance(source, tuple) and len(source) == 4:
+        model, encoder, labels, task = source
+        task = task["task"] if isinstance(task, dict) else task
+        return model, encoder, labels, task, ""
+    raise ExportError("export source must be a model folder, a Predictor or (model, encoder, labels, task)")
+
+
+def _write_saved_model(path: str, model, encoder: TextEncoder, labels: LabelMap, task: str,
+                       warmup_texts, model_name: str, version: int, source_dir: str) -> None:
+    with tempfile.TemporaryDirectory() as assets:
+        encoder.save(assets)
+        labels.save(assets)
+        module = serving_module(model, encoder, labels, task, asset_dir=assets)
+        signatures = module.signatures()
+        tf.saved_model.save(module, path, signatures=signatures,
+                            options=tf.saved_model.SaveOptions(save_debug_info=False))
+    if task == CLASSIFICATION:
+        set_method_names(path, {"classify": CLASSIFY_METHOD})
+    extra = os.path.join(path, ASSETS_EXTRA)
+    os.makedirs(extra, exist_ok=True)
+    write_warmup_requests(os.path.join(extra, "tf_serving_warmup_requests"), model_name, task, encoder,
+                          list(warmup_texts or DEFAULT_WARMUP_TEXTS))
+    meta = export_metadata(path, task, labels, encoder, model_name, version, source_dir)
+    with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, ensure_ascii=False)
+
+
+def read_saved_model_proto(path: str):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, SAVED_MODEL_FILE), "rb") as f:
+        proto.ParseFromString(f.read())
+    return proto
+
+
+def set_method_names(path: str, methods: Dict[str, str]) -> None:
+    """Rewrite signature method names in saved_model.pb (``tf.saved_model.save`` writes predict for all).
+
+    TF Serving routes the Classify API only to signatures whose method name is
+    ``tensorflow/serving/classify``. The fingerprint is recomputed afterwards.
+    """
+    proto = read_saved_model_proto(path)
+    for meta_graph in proto.meta_graphs:
+        for key, method in methods.items():
+            meta_graph.signature_def[key].method_name = method
+    with open(os.path.join(path, SAVED_MODEL_FILE), "wb") as f:
+        f.write(proto.SerializeToString())
+    _refresh_fingerprint(path)
+
+
+def _refresh_fingerprint(path: str) -> None:
+    fingerprint = os.path.join(path, "fingerprint.pb")
+    if not os.path.exists(fingerprint):
+        return
+    try:
+        from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+
+        data = fingerprinting.CreateFingerprintDef(path)
+    except Exception:   # private API; a stale fingerprint only affects metrics, not loading
+        return
+    with open(fingerprint, "wb") as f:
+        f.write(data)
+
+
+def signature_table(path: str) -> Dict[str, dict]:
+    """{signature: {method, inputs: {name: (dtype, shape)}, outputs: {...}}} read from saved_model.pb."""
+    def tensors(mapping):
+        return {name: {"dtype": tf.dtypes.as_dtype(info.dtype).name,
+                       "shape": [-1 if d.size < 0 else d.size for d in info.tensor_shape.dim]}
+                for name, info in sorted(mapping.items())}
+
+    proto = read_saved_model_proto(path)
+    return {key: {"method": sig.method_name, "inputs": tensors(sig.inputs), "outputs": tensors(sig.outputs)}
+            for key, sig in sorted(proto.meta_graphs[0].signature_def.items())
+            if not key.startswith("__")}
+
+
+def export_metadata(path: str, task: str, labels: LabelMap, encoder: TextEncoder, model_name: str,
+                    version: int, source_dir: str) -> dict:
+    import tensorflow_text
+
+    import tfpipeline
+
+    return {"task": task, "labels": labels.names, "max_length": encoder.max_length,
+            "lower_case": encoder.lower_case, "model_name": model_name, "version": version,
+            "source_model_dir": os.path.abspath(source_dir) if source_dir else None,
+            "signatures": signature_table(path),
+            "tfpipeline_version": tfpipeline.__version__, "tensorflow_version": tf.__version__,
+            "tensorflow_text_version": tensorflow_text.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def encoder_from_export(path: str) -> TextEncoder:
+    """The export's tokenizer as a ``TextEncoder`` (from assets/), e.g. to feed ``predict_ids``."""
+    return TextEncoder.from_directory(os.path.join(path, "assets"), max_length=read_export_metadata(path)["max_length"])
+
+
+def read_export_metadata(path: str) -> dict:
+    """The ``assets.extra/tfpipeline.json`` written with an export version."""
+    with open(os.path.join(path, ASSETS_EXTRA, METADATA_FILE), encoding="utf-8") as f:
+        return json.load(f)

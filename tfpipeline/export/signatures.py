@@ -1,0 +1,175 @@
+"""The serving graph: a tf.Module holding only the model weights and the ``TextEncoder``.
+
+The module deliberately does not track the Keras model (that would drag the
+optimizer and Keras' own per-layer SavedModel traces along). It keeps the
+model's variables in a list and calls the model from its tf.functions, so
+the export holds weights + tokenizer + label names and nothing else.
+
+Raw-text signatures run the *same* ``TextEncoder`` methods that the tf.data
+training pipeline uses (``encode``, ``split_words``, ``encode_words``) and the
+same ``word_scores`` decoding as ``Predictor``; ``predict_ids`` takes token ids
+and needs only core TF ops (for servers without tensorflow-text).
+
+Signature table (B = batch, T = tokens, W = words, E = entities, C = labels):
+
+classification
+    serving_default, predict   text[B] string -> label[B] string, label_id[B] int32, scores[B,C] float32
+    predict_pair               text[B], text_pair[B] string -> same as predict
+    classify (Classify API)    inputs[B] serialized tf.Example{text} -> classes[B,C] string, scores[B,C]
+    predict_ids                input_ids[B,T], attention_mask[B,T] int32 -> label_id[B], scores[B,C]
+ner
+    serving_default, predict   text[B] string -> tokens/labels[B,W] string, scores[B,W] float32,
+                               start/end[B,W] int32 (character offsets), num_tokens[B] int32,
+                               entity_type/entity_text[B,E] string, entity_start/entity_end[B,E] int32,
+                               num_entities[B] int32
+    predict_ids                input_ids[B,T], attention_mask[B,T] int32 -> label_id[B,T] int32,
+                               scores[B,T,C] float32 (per piece; first pieces carry the word label)
+
+Padding in [B,W] / [B,E] outputs: "" for strings, 0 for scores, -1 for offsets.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict
+
+from tfpipeline import _env  # noqa: F401
+
+import tensorflow as tf
+
+from tfpipeline.data.examples import CLASSIFICATION, NER
+from tfpipeline.data.labels import LABELS_FILE, LabelMap
+from tfpipeline.data.tokenization import TOKENIZER_CONFIG, VOCAB_FILE, TextEncoder
+from tfpipeline.export.spans import bio_tables, char_offsets, merge_bio
+from tfpipeline.inference import word_scores
+
+TEXT = tf.TensorSpec([None], tf.string, name="text")
+TEXT_PAIR = tf.TensorSpec([None], tf.string, name="text_pair")
+EXAMPLES = tf.TensorSpec([None], tf.string, name="inputs")
+IDS = tf.TensorSpec([None, None], tf.int32, name="input_ids")
+MASK = tf.TensorSpec([None, None], tf.int32, name="attention_mask")
+EXAMPLE_TEXT_FEATURE = "text"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+PAD_OFFSET = -1
+
+
+class ServingModule(tf.Module):
+    """Weights + encoder + label names; subclasses add the task's signature functions."""
+
+    def __init__(self, model, encoder: TextEncoder, labels: LabelMap, asset_dir: str = ""):
+        super().__init__(name="tfpipeline_serving")
+        self.encoder = encoder
+        self.model_variables = list(model.variables)   # tracked: the only state that is saved
+        self._logits: Callable = lambda features: model(features, training=False)  # not tracked
+        self.label_names = tf.constant(labels.names)
+        self.num_labels = len(labels)
+        if asset_dir:  # copied into <export>/assets/ so the export is self-describing
+            self.vocab_file = tf.saved_model.Asset(os.path.join(asset_dir, VOCAB_FILE))
+            self.labels_file = tf.saved_model.Asset(os.path.join(asset_dir, LABELS_FILE))
+            self.tokenizer_config = tf.saved_model.Asset(os.path.join(asset_dir, TOKENIZER_CONFIG))
+
+    def logits_from_ids(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tf.Tensor:
+        return self._logits({"input_ids": input_ids, "attention_mask": attention_mask,
+                             "token_type_ids": tf.zeros_like(input_ids)})
+
+    def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+        raise NotImplementedError
+
+
+class ClassifierServing(ServingModule):
+    """Sentence (pair) classification signatures."""
+
+    @tf.function(input_signature=[TEXT])
+    def predict_text(self, text):
+        return self._decode(self._logits(self.encoder.pad(self.encoder.encode(text))))
+
+    @tf.function(input_signature=[TEXT, TEXT_PAIR])
+    def predict_pair(self, text, text_pair):
+        return self._decode(self._logits(self.encoder.pad(self.encoder.encode(text, text_pair))))
+
+    @tf.function(input_signature=[EXAMPLES])
+    def classify_examples(self, inputs):
+        parsed = tf.io.parse_example(inputs, {EXAMPLE_TEXT_FEATURE: tf.io.FixedLenFeature([], tf.string)})
+        scores = self._decode(self._logits(self.encoder.pad(self.encoder.encode(parsed[EXAMPLE_TEXT_FEATURE]))))
+        classes = tf.tile(self.label_names[tf.newaxis], [tf.shape(inputs)[0], 1])
+        return {"classes": classes, "scores": scores["scores"]}
+
+    @tf.function(input_signature=[IDS, MASK])
+    def predict_ids(self, input_ids, attention_mask):
+        out = self._decode(self.logits_from_ids(input_ids, attention_mask))
+        return {"label_id": out["label_id"], "scores": out["scores"]}
+
+    def _decode(self, logits):
+        scores = tf.nn.softmax(logits, axis=-1)
+        label_id = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        return {"label": tf.gather(self.label_names, label_id), "label_id": label_id, "scores": scores}
+
+    def signatures(self):
+        text = self.predict_text.get_concrete_function()
+        return {"serving_default": text, "predict": text,
+                "predict_pair": self.predict_pair.get_concrete_function(),
+                "classify": self.classify_examples.get_concrete_function(),
+                "predict_ids": self.predict_ids.get_concrete_function()}
+
+
+class TaggerServing(ServingModule):
+    """Token classification (NER) signatures: words, tags, offsets and merged entity spans."""
+
+    def __init__(self, model, encoder: TextEncoder, labels: LabelMap, asset_dir: str = ""):
+        super().__init__(model, encoder, labels, asset_dir)
+        prefixes, kinds, type_names = bio_tables(labels.names)
+        self.bio_prefix = tf.constant(prefixes, tf.int32)
+        self.bio_kind = tf.constant(kinds, tf.int32)
+        self.entity_types = tf.constant(type_names)
+
+    @tf.function(input_signature=[TEXT])
+    def predict_text(self, text):
+        words, byte_start, byte_end = self.encoder.split_words(text)
+        features, word_ids = self.encoder.encode_words(words)
+        logits = self._logits(self.encoder.pad(features))
+        num_words = words.row_lengths()
+        probs = word_scores(logits, word_ids.to_tensor(default_value=-1), num_words)   # [B, W, C]
+        label_id = tf.RaggedTensor.from_tensor(tf.argmax(probs, -1, output_type=tf.int32), lengths=num_words)
+        score = tf.RaggedTensor.from_tensor(tf.reduce_max(probs, -1), lengths=num_words)
+        rows = words.value_rowids()
+
+        entities = merge_bio(label_id, byte_start, byte_end, self.bio_prefix, self.bio_kind)
+        ent_rows = entities["start"].value_rowids()
+        ent_start, ent_end = entities["start"].flat_values, entities["end"].flat_values
+        ent_text = tf.strings.substr(tf.gather(text, ent_rows), ent_start, ent_end - ent_start)
+
+        def chars(offsets, row_ids):
+            return offsets.with_flat_values(char_offsets(text, row_ids, offsets.flat_values))
+
+        return {
+            "tokens": words.to_tensor(default_value=""),
+            "labels": tf.ragged.map_flat_values(tf.gather, self.label_names, label_id).to_tensor(""),
+            "scores": score.to_tensor(0.0),
+            "start": chars(byte_start, rows).to_tensor(PAD_OFFSET),
+            "end": chars(byte_end, rows).to_tensor(PAD_OFFSET),
+            "num_tokens": tf.cast(num_words, tf.int32),
+            "entity_type": tf.ragged.map_flat_values(tf.gather, self.entity_types,
+                                                     entities["kind"]).to_tensor(""),
+            "entity_text": entities["start"].with_flat_values(ent_text).to_tensor(""),
+            "entity_start": chars(entities["start"], ent_rows).to_tensor(PAD_OFFSET),
+            "entity_end": chars(entities["end"], ent_rows).to_tensor(PAD_OFFSET),
+            "num_entities": tf.cast(entities["start"].row_lengths(), tf.int32),
+        }
+
+    @tf.function(input_signature=[IDS, MASK])
+    def predict_ids(self, input_ids, attention_mask):
+        scores = tf.nn.softmax(self.logits_from_ids(input_ids, attention_mask), axis=-1)
+        return {"label_id": tf.argmax(scores, -1, output_type=tf.int32), "scores": scores}
+
+    def signatures(self):
+        text = self.predict_text.get_concrete_function()
+        return {"serving_default": text, "predict": text,
+                "predict_ids": self.predict_ids.get_concrete_function()}
+
+
+def serving_module(model, encoder: TextEncoder, labels: LabelMap, task: str, asset_dir: str = "") -> ServingModule:
+    """The serving module for ``task`` (classification or ner)."""
+    if task == CLASSIFICATION:
+        return ClassifierServing(model, encoder, labels, asset_dir)
+    if task == NER:
+        return TaggerServing(model, encoder, labels, asset_dir)
+    raise ValueError(f"unknown task {task!r}")
