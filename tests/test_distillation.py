@@ -5,13 +5,13 @@ import pytest
 import tensorflow as tf
 
 from tfpipeline.models.distillation import (_strip_model_scope, distill, distillation_loss, encoder_depth,
-                                            make_student)
+                                            make_student, student_layers)
 from tfpipeline.models.task_model import count_params, load_task_model
 
 
 def test_student_copies_the_teachers_bottom_layers(trained_classifier):
     teacher = trained_classifier.model
-    student = make_student(teacher, num_layers=1)
+    student = make_student(teacher, num_layers=1)  # default: the bottom layers
     assert encoder_depth(teacher) == 2 and encoder_depth(student) == 1
     assert len(student.backbone.bert.encoder.layer) == 1
     assert count_params(student)["total"] < count_params(teacher)["total"]
@@ -23,6 +23,20 @@ def test_student_copies_the_teachers_bottom_layers(trained_classifier):
         np.testing.assert_array_equal(value, teacher_weights[name], err_msg=name)
     with pytest.raises(ValueError, match="num_layers"):
         make_student(teacher, num_layers=2)
+
+
+def test_alternate_student_layers(trained_classifier):
+    assert student_layers(6, 3, "bottom") == [0, 1, 2]
+    assert student_layers(6, 3, "alternate") == [1, 3, 5]
+    assert student_layers(12, 4, "alternate") == [2, 5, 8, 11]
+    teacher = trained_classifier.model
+    student = make_student(teacher, num_layers=1, layers="alternate")  # 2 -> 1: the top layer
+    top = {_strip_model_scope(w.name).replace("layer_._1/", "layer_._0/"): w.numpy() for w in teacher.weights
+           if "layer_._1/" in w.name}
+    copied = {_strip_model_scope(w.name): w.numpy() for w in student.weights if "layer_._0/" in w.name}
+    assert copied and set(copied) == set(top)
+    for name, value in copied.items():
+        np.testing.assert_array_equal(value, top[name], err_msg=name)
 
 
 def test_distillation_loss_matches_the_formula():
@@ -60,7 +74,7 @@ def test_distill_trains_and_saves_a_normal_model_folder(tmp_path, trained_classi
     from tfpipeline.inference import Predictor
 
     out = str(tmp_path / "student")
-    result = distill(trained_classifier.output_dir, clf_data, out, num_layers=1, epochs=4, learning_rate=5e-3,
+    result = distill(trained_classifier.output_dir, clf_data, out, num_layers=1, epochs=3, learning_rate=5e-3,
                      batch_size=16, verbose=0)
     losses = result.history["loss"]
     assert losses[-1] < losses[0], losses
@@ -72,3 +86,17 @@ def test_distill_trains_and_saves_a_normal_model_folder(tmp_path, trained_classi
     in_memory = Predictor(result.model, result.encoder, result.labels, "classification")
     np.testing.assert_allclose(Predictor.from_directory(out).class_probabilities(texts),
                                in_memory.class_probabilities(texts), atol=1e-5)
+
+
+def test_distill_cli(tmp_path, trained_classifier, clf_files):
+    from tfpipeline.cli import main
+
+    out = str(tmp_path / "cli_student")
+    rc = main(["distill", "--teacher-dir", trained_classifier.output_dir, "--output-dir", out,
+               "--train-file", clf_files["train"], "--validation-file", clf_files["validation"],
+               "--limit-train", "32", "--limit-eval", "16", "--student-layers", "1", "--student-init", "bottom",
+               "--epochs", "1", "--learning-rate", "5e-3", "--batch-size", "16", "--quiet"])
+    assert rc == 0
+    model, _, _, meta = load_task_model(out)
+    assert encoder_depth(model) == 1 and meta["distillation"]["student_layers"] == 1
+    assert main(["distill", "--teacher-dir", str(tmp_path / "missing"), "--output-dir", out]) == 2

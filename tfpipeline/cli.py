@@ -229,7 +229,7 @@ def cmd_distill(args) -> int:
     meta = _model_meta(args.teacher_dir)
     data = _data_from_args(args, meta["task"], meta.get("dataset"))
     result = distill(args.teacher_dir, data, args.output_dir, num_layers=args.student_layers,
-                     temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
+                     layers=args.student_init, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
                      learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
                      seed=args.seed, overwrite=args.overwrite, verbose=0 if args.quiet else 1)
     if not args.quiet:
@@ -399,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-dir", required=True, help="a trained model folder (the teacher)")
     p.add_argument("--output-dir", required=True)
     _add_data_options(p)
-    p.add_argument("--student-layers", type=int, default=3, help="encoder layers kept (the teacher's bottom N)")
+    p.add_argument("--student-layers", type=int, default=3, help="encoder layers in the student")
+    p.add_argument("--student-init", choices=["bottom", "alternate"], default="alternate",
+                   help="start from N evenly spaced teacher layers ending at the top (default), or the bottom N")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss (1 - alpha: soft)")
     p.add_argument("--epochs", type=int, default=3)

@@ -11,6 +11,12 @@ max length so a client (``TFLiteClassifier``) tokenizes exactly as training did.
 * ``int8``: full-integer quantization calibrated on real examples through the
   encoder (``representative_texts``). Falls back to int8-with-float-ops if a
   kernel has no int8 version, and records that in the export metadata.
+  Post-training full-integer BERT is lossy: on the Rotten Tomatoes MiniLM
+  model (300 test sentences) dynamic-range scored 88.7% with 99.3% agreement
+  with float; full-integer 75% with 78% agreement, even with the
+  attention-mask fix in ``serving_function`` (without it: 50%, chance). Prefer ``dynamic``
+  unless the target needs integer-only kernels (then quantization-aware
+  training or keeping LayerNorm/softmax in float is the next step).
 
 Pruning uses tensorflow-model-optimization (optional dependency) on the
 encoder's ``Dense`` kernels with a ``PolynomialDecay`` sparsity schedule

@@ -1,9 +1,14 @@
 """Knowledge distillation: a fine-tuned teacher model folder -> a shallower student model folder.
 
 The student is the teacher's architecture with fewer encoder layers,
-initialised from the teacher's embeddings, its *bottom* ``num_layers`` encoder
-layers and its pooler/head (the DistilBERT / "BERT-of-Theseus" style start:
-the student begins close to the teacher, so a short run suffices).
+initialised from the teacher's embeddings, ``num_layers`` of its encoder
+layers and its pooler/head, so it starts close to the teacher. Which layers:
+``make_student`` copies the *bottom* N by default; ``distill`` defaults to
+``alternate`` (evenly spaced, ending with the top layer, as DistilBERT does)
+because with the bottom N of MiniLM the head reads a middle-layer [CLS]
+state that is the same for every input: measured on rotten_tomatoes (teacher
+85.3%, 6 -> 3 layers, 1,000 examples, 1 epoch) the bottom-3 student stayed at
+51% (chance, hard loss ln 2) even at lr 3e-4, the alternate one reached 75.3%.
 
 ``Distiller`` trains it on ``alpha * CE(labels) + (1 - alpha) * T^2 *
 KL(softmax(teacher / T) || softmax(student / T))`` (Hinton et al. 2015; the
@@ -20,11 +25,12 @@ import copy
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from tfpipeline import _env  # noqa: F401
 
@@ -62,16 +68,40 @@ def encoder_depth(model: TaskModel) -> int:
     return int(config.num_hidden_layers)
 
 
-def make_student(teacher: TaskModel, num_layers: int) -> TaskModel:
-    """A ``num_layers``-deep copy of ``teacher``: embeddings, bottom layers, pooler and head copied.
+LAYER_CHOICES = ("bottom", "alternate")
+_LAYER_RE = re.compile(r"(/layer_\._)(\d+)(/)")
 
-    Every student weight must exist in the teacher under the same name (the
-    upper encoder layers are simply absent), so a mismatch is an error rather
-    than a silently random weight.
+
+def student_layers(depth: int, num_layers: int, choice: str = "bottom") -> List[int]:
+    """Teacher layer indices a student copies: the bottom ``num_layers`` or evenly spaced up to the top.
+
+    ``alternate`` (DistilBERT-style; 6 -> 3 gives [1, 3, 5]) keeps the top
+    layer, whose [CLS] state the pooler/head was trained on. With ``bottom``
+    the head sees a middle layer's [CLS], which in MiniLM is nearly the same
+    vector for every input, so the student starts from constant predictions
+    and may not recover in a short run (numbers in the module docstring).
     """
-    depth = encoder_depth(teacher)
     if not 1 <= num_layers < depth:
         raise ValueError(f"num_layers must be in [1, {depth - 1}] for a {depth}-layer teacher, got {num_layers}")
+    if choice == "bottom":
+        return list(range(num_layers))
+    if choice == "alternate":
+        return [round((i + 1) * depth / num_layers) - 1 for i in range(num_layers)]
+    raise ValueError(f"layer choice must be one of {', '.join(LAYER_CHOICES)}, not {choice!r}")
+
+
+def make_student(teacher: TaskModel, num_layers: int, layers: Union[str, Sequence[int]] = "bottom") -> TaskModel:
+    """A ``num_layers``-deep copy of ``teacher``: embeddings, chosen encoder layers, pooler and head copied.
+
+    ``layers``: "bottom" (the teacher's first ``num_layers``), "alternate",
+    or explicit teacher layer indices. Every student weight must exist in the
+    teacher under the same name (layer index mapped), so a mismatch is an
+    error rather than a silently random weight.
+    """
+    depth = encoder_depth(teacher)
+    chosen = student_layers(depth, num_layers, layers) if isinstance(layers, str) else [int(i) for i in layers]
+    if len(chosen) != num_layers or not all(0 <= i < depth for i in chosen):
+        raise ValueError(f"layers {chosen}: need {num_layers} indices in [0, {depth - 1}]")
     if getattr(teacher, "peft_config", None) is not None:
         log.warning("teacher has unmerged PEFT adapters: the student copies the base weights only")
     config = copy.deepcopy(teacher.backbone.config)
@@ -80,12 +110,17 @@ def make_student(teacher: TaskModel, num_layers: int) -> TaskModel:
     backbone(backbone.dummy_inputs, training=False)
     student = TaskModel(backbone, teacher.task).build_with_dummy()
 
+    def teacher_name(student_name: str) -> str:
+        return _LAYER_RE.sub(lambda m: f"{m.group(1)}{chosen[int(m.group(2))]}{m.group(3)}",
+                             _strip_model_scope(student_name), count=1)
+
     source = {_strip_model_scope(w.name): w for w in teacher.weights}
-    missing = [w.name for w in student.weights if _strip_model_scope(w.name) not in source]
+    missing = [w.name for w in student.weights if teacher_name(w.name) not in source]
     if missing:
         raise ValueError(f"student weights not found in the teacher: {missing[:3]}")
     for w in student.weights:
-        w.assign(source[_strip_model_scope(w.name)])
+        w.assign(source[teacher_name(w.name)])
+    student.teacher_layers = chosen
     return student
 
 
@@ -205,15 +240,17 @@ def _headline(report: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, num_layers: int = 3,
-            temperature: float = 2.0, alpha: float = 0.5, epochs: int = 3, learning_rate: float = 1e-4,
-            batch_size: int = 32, max_length: Optional[int] = None, warmup_ratio: float = 0.1,
-            limit: Optional[int] = None, seed: int = 13, overwrite: bool = False,
-            verbose: int = 1) -> DistillResult:
+            layers: Union[str, Sequence[int]] = "alternate", temperature: float = 2.0, alpha: float = 0.5,
+            epochs: int = 3, learning_rate: float = 1e-4, batch_size: int = 32,
+            max_length: Optional[int] = None, warmup_ratio: float = 0.1, limit: Optional[int] = None,
+            seed: int = 13, overwrite: bool = False, verbose: int = 1) -> DistillResult:
     """Distil the model folder ``teacher_dir`` into a ``num_layers`` student saved at ``output_dir``.
 
     ``data`` is a ``TaskData`` or a built-in dataset name (``limit`` caps each
-    split). The best epoch by validation accuracy is kept; the report (written
-    as ``eval_report.json``) includes the teacher's scores on the same split.
+    split). ``layers`` picks the teacher layers the student starts from
+    (``alternate``, ``bottom`` or indices; see ``student_layers``). The best
+    epoch by validation accuracy is kept; the report (``eval_report.json``)
+    includes the teacher's scores on the same split.
     """
     from tfpipeline.training.trainer import _prepare_output
 
@@ -232,7 +269,7 @@ def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, nu
     staging = _prepare_output(output_dir, overwrite)
     try:
         tf_keras.utils.set_random_seed(seed)
-        student = make_student(teacher, num_layers)
+        student = make_student(teacher, num_layers, layers)
         train_ds = make_dataset(data.train, encoder, labels, data.task, batch_size=batch_size, training=True,
                                 seed=seed)
         val_ds = make_dataset(data.validation, encoder, labels, data.task, batch_size=batch_size)
@@ -253,7 +290,8 @@ def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, nu
         report = evaluate_examples(predictor, eval_split)
         teacher_report = evaluate_examples(Predictor(teacher, encoder, labels, data.task, 64), eval_split)
         settings = {"teacher_dir": os.path.abspath(teacher_dir), "teacher_layers": encoder_depth(teacher),
-                    "student_layers": num_layers, "temperature": temperature, "alpha": alpha,
+                    "student_layers": num_layers, "initialised_from_teacher_layers": list(student.teacher_layers),
+                    "temperature": temperature, "alpha": alpha,
                     "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
                     "best_epoch": best.best_epoch + 1}
         report.update(split="test" if data.test else "validation", dataset=data.name,
