@@ -29,5 +29,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not integration"
 
+## Benchmarks (ratios against a baseline measured in the same process); needs the bench extra.
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/run_all.py
+
 clean:
 	rm -rf runs exports .pytest_cache
