@@ -252,7 +252,7 @@ def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, nu
     epoch by validation accuracy is kept; the report (``eval_report.json``)
     includes the teacher's scores on the same split.
     """
-    from tfpipeline.training.trainer import _prepare_output
+    from tfpipeline.training.trainer import _prepare_output, publish_run
 
     say = print if verbose else (lambda *a, **k: None)
     if isinstance(data, str):
@@ -299,11 +299,7 @@ def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, nu
                       total_params=params["total"], teacher=_headline(teacher_report), distillation=settings)
         save_task_model(student, encoder, labels, staging, source_checkpoint=meta.get("source_checkpoint"),
                         dataset=data.name, distillation=settings)
-        with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
+        publish_run(staging, output_dir, report)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

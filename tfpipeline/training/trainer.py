@@ -174,6 +174,15 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
     return FitResult(model, encoder, labels, dict(history.history), params, train_seconds, global_batch)
 
 
+def publish_run(staging: str, output_dir: str, report: Dict[str, Any]) -> None:
+    """Write the evaluation report into ``staging`` and move it to ``output_dir`` in one rename."""
+    with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    if os.path.exists(output_dir):
+        shutil.rmtree(output_dir)
+    os.replace(staging, output_dir)
+
+
 def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Optional[TaskData] = None,
           strategy: Optional[tf.distribute.Strategy] = None,
           callbacks: Sequence[tf_keras.callbacks.Callback] = (), **overrides) -> TrainResult:
@@ -208,11 +217,7 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
                       train_seconds=round(fit.train_seconds, 1), trainable_params=fit.params["trainable"])
         save_task_model(fit.model, fit.encoder, labels, staging, source_checkpoint=cfg.model,
                         dataset=data.name, config=cfg.to_dict(), **peft_meta)
-        with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-        if os.path.exists(cfg.output_dir):
-            shutil.rmtree(cfg.output_dir)
-        os.replace(staging, cfg.output_dir)
+        publish_run(staging, cfg.output_dir, report)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
