@@ -10,6 +10,7 @@ sensitive to other jobs' load (it does include the engines' spin-waiting).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -97,14 +98,19 @@ def ratio_rows(section: str, metric: str, values: Dict[str, float], baseline: st
     return rows
 
 
-def print_ratio_table(rows: Sequence[dict], title: str = "") -> str:
-    """Print (and return) rows as a fixed-width table; ratio > 1.0 = better than the baseline."""
+def print_ratio_table(rows: Sequence[dict], title: str = "", group_by: Optional[str] = None) -> str:
+    """Print (and return) rows as a fixed-width table; ratio > 1.0 = better than the baseline.
+
+    With ``group_by`` (a row key), a blank line separates rows whose value of that key differs.
+    """
     lines = []
     if title:
         lines.append(title)
     width = max([26] + [len(r["section"]) + 2 for r in rows])
     lines.append(f"{'section':<{width}}{'metric':<26}{'engine':<34}{'value':>12}{'vs baseline':>13}")
-    for r in rows:
+    for i, r in enumerate(rows):
+        if group_by and i and r.get(group_by) != rows[i - 1].get(group_by):
+            lines.append("")
         mark = "  (baseline)" if r["engine"] == r["baseline"] else ""
         lines.append(f"{r['section']:<{width}}{r['metric'][:25]:<26}{r['engine'][:33]:<34}"
                      f"{r['value']:>12.4g}{r['ratio']:>12.2f}x{mark}")
@@ -142,6 +148,10 @@ def plot_ratios(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)")
         return None
+    rows = [r for r in rows if isinstance(r.get("ratio"), (int, float)) and math.isfinite(r["ratio"])
+            and r["ratio"] > 0]                     # a log axis has no place for nan / 0 ratios
+    if not rows:
+        return None
     labels = [f"{r['section']} | {r['metric']} | {r['engine']}" for r in rows]
     ratios = [r["ratio"] for r in rows]
     colors = ["#888888" if r["engine"] == r["baseline"] else ("#2a9d8f" if r["ratio"] >= 1 else "#e76f51")
@@ -152,9 +162,14 @@ def plot_ratios(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    low, high = min(ratios + [1.0]), max(ratios + [1.0])
+    ax.set_xlim(low / 1.25, high * 1.6)          # room for the value labels right of the longest bar
     plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    # over more than ~1.5 decades label only the 2x and 5x minor ticks (all of them would overlap)
+    sparse = matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain if high / low < 30 else sparse)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.axvline(1.0, color="black", linewidth=0.8)
     for y, value in enumerate(ratios):

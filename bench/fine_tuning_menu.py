@@ -18,7 +18,10 @@ and inference latency per example at batch 1.
 
 Latencies are medians at batch 1 over ``--latency-examples`` test texts with
 ``--threads`` TF/TFLite threads; the machine is shared, so compare rows of one
-run, not runs. Writes bench/results/fine_tuning_menu.{json,md}.
+run, not runs. Prints each method's ratios against ``full`` (accuracy, macro-F1,
+train_s, latency_ms, trainable_params, size_mb; > 1 = better than full) and writes
+bench/results/fine_tuning_menu.{json,md} (the JSON with a ``ratios`` list) and
+fine_tuning_menu.png (the ratio plot; needs matplotlib).
 
     python bench/fine_tuning_menu.py                      # defaults: ~15 min on 2 shared CPU cores
     python bench/fine_tuning_menu.py --train 64 --eval 32 --test 32 --epochs 1 --latency-examples 8  # smoke
@@ -35,13 +38,16 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
-import tfpipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
-import numpy as np
-import tensorflow as tf
+import tfpipeline  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
-from tfpipeline.data.catalog import load_dataset
-from tfpipeline.data.examples import TaskData
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfpipeline.data.catalog import load_dataset  # noqa: E402
+from tfpipeline.data.examples import TaskData  # noqa: E402
 
 # Label prompts for the zero/few-shot rows (datasets without one skip those rows).
 PROMPTS = {
@@ -55,6 +61,9 @@ PROMPTS = {
                                                  "tech": ["technology"]}),
 }
 METHODS = ("full", "lora", "adapter", "distilled", "tflite_int8", "zeroshot", "fewshot")
+# (metric, higher is better) of the ratio rows, every method against ``full``.
+RATIO_METRICS = (("accuracy", True), ("macro_f1", True), ("train_s", False), ("latency_ms", False),
+                 ("trainable_params", False), ("size_mb", False))
 
 
 def slice_data(name: str, n_train: int, n_eval: int, n_test: int, seed: int) -> TaskData:
@@ -211,6 +220,27 @@ def zero_few_shot_rows(name: str, data: TaskData, args, latency_texts, say) -> L
     return rows
 
 
+def ratio_rows(datasets: Dict[str, List[Dict]]) -> List[Dict]:
+    """Per dataset and metric, every method against ``full`` (the first method if full was not run).
+
+    Values that have no finite ratio are left out: None (no size on disk for the prompt rows) and 0
+    where lower is better (0 s training, 0 trainable parameters); a metric whose baseline value is
+    missing or 0 is left out entirely.
+    """
+    rows: List[Dict] = []
+    for name, table in datasets.items():
+        if not table:
+            continue
+        base = "full" if any(r["method"] == "full" for r in table) else table[0]["method"]
+        for metric, higher in RATIO_METRICS:
+            values = {r["method"]: r[metric] for r in table
+                      if isinstance(r.get(metric), (int, float)) and not isinstance(r.get(metric), bool)
+                      and np.isfinite(r[metric]) and (higher or r[metric] > 0)}
+            if values.get(base) and len(values) > 1:
+                rows += benchlib.ratio_rows(name, metric, values, base, higher_is_better=higher)
+    return rows
+
+
 def markdown(results: Dict) -> str:
     cols = ["method", "accuracy", "macro_f1", "trainable_params", "train_s", "size_mb", "task_artifact_mb",
             "latency_ms"]
@@ -272,7 +302,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="TF intra/inter-op and TFLite threads")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--work-dir", default="runs/fine_tuning_menu", help="model folders are written here")
-    parser.add_argument("--out", default="bench/results/fine_tuning_menu", help="writes OUT.json and OUT.md")
+    parser.add_argument("--out", default="bench/results/fine_tuning_menu", help="writes OUT.json, OUT.md and OUT.png")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
@@ -295,6 +325,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.continual_results:
         results["continual"] = args.continual_results
     results["total_seconds"] = round(time.perf_counter() - started, 1)
+    rows = ratio_rows(results["datasets"])
+    results["ratios"] = rows
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out + ".json", "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
@@ -302,7 +334,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     with open(args.out + ".md", "w", encoding="utf-8") as f:
         f.write(table)
     print(table)
-    say(f"[bench] {results['total_seconds']:.0f}s in all; wrote {args.out}.json and {args.out}.md")
+    benchlib.print_ratio_table(rows, title=f"fine-tuning menu ({args.model}): every method vs full "
+                                           f"(lower is better for train_s, latency_ms, trainable_params, size_mb)")
+    plot = benchlib.plot_ratios(rows, args.out + ".png", f"fine-tuning menu ({args.model}, "
+                                f"{args.train} train examples, {args.epochs} epoch(s)): vs full fine-tuning")
+    say(f"[bench] {results['total_seconds']:.0f}s in all; wrote {args.out}.json and {args.out}.md"
+        + (f" and {plot}" if plot else ""))
     return 0
 
 

@@ -8,18 +8,24 @@ printed as ratios against the baseline in that run:
 * throughput: examples/s of the tf.data pipeline alone vs one training step
   of the model; the pipeline must be far faster than the model (ratio >> 1).
 
+Prints the ratio table and writes bench/results/input_pipeline.json (with a
+``ratios`` list) and input_pipeline.png next to it (the plot needs matplotlib).
+
     python bench/input_pipeline.py [--dataset rotten_tomatoes] [--model minilm] [--steps 10]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import time
 
-import tfpipeline  # noqa: F401
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
-import tensorflow as tf
+import tfpipeline  # noqa: E402,F401
+
+import tensorflow as tf  # noqa: E402
 
 from tfpipeline.data.catalog import load_dataset
 from tfpipeline.data.labels import LabelMap
@@ -37,6 +43,18 @@ def examples_per_second(dataset, max_batches=None) -> float:
         if max_batches and i + 1 >= max_batches:
             break
     return count / (time.perf_counter() - started)
+
+
+def ratio_rows(padding: dict, pipeline_eps: float, model_eps: float) -> list:
+    """Useful (non-pad) share of each batching mode vs static padding (the first mode), and the
+    bucketed tf.data pipeline's examples/s vs one model training step."""
+    static = next(iter(padding))
+    rows = benchlib.ratio_rows("padding", "useful (non-pad) share", {n: 1.0 - f for n, f in padding.items()},
+                               static, higher_is_better=True)
+    rows += benchlib.ratio_rows("throughput", "examples/s", {"model train step": model_eps,
+                                                              "tf.data pipeline (bucketed)": pipeline_eps},
+                                "model train step", higher_is_better=True)
+    return rows
 
 
 def main(argv=None):
@@ -60,11 +78,10 @@ def main(argv=None):
              "pad to batch max": build(bucket=False),
              "length bucketing": build(training=True)}
     padding = {name: padding_fraction(ds) for name, ds in modes.items()}   # first pass also fills the caches
-    base = 1.0 - padding["static (pad to max_length)"]
     print(f"\n{args.dataset}: {len(data.train)} training examples, max_length {args.max_length}")
-    print(f"{'batching':<30}{'padding':>10}{'useful work vs static':>24}")
+    print(f"{'batching':<30}{'padding':>10}")
     for name, frac in padding.items():
-        print(f"{name:<30}{frac:>10.1%}{(1.0 - frac) / base:>23.2f}x")
+        print(f"{name:<30}{frac:>10.1%}")
 
     bucketed = modes["length bucketing"]
     pipeline_eps = examples_per_second(bucketed)
@@ -78,20 +95,22 @@ def main(argv=None):
         model.train_on_batch(features, y)
         seen += int(features["input_ids"].shape[0])
     model_eps = seen / (time.perf_counter() - started)
-    print(f"\n{'stage':<30}{'examples/s':>12}{'ratio':>10}")
-    print(f"{'model train step (baseline)':<30}{model_eps:>12.1f}{1.0:>10.2f}")
-    print(f"{'tf.data pipeline (bucketed)':<30}{pipeline_eps:>12.1f}{pipeline_eps / model_eps:>10.1f}")
+    rows = ratio_rows(padding, pipeline_eps, model_eps)
+    print()
+    table = benchlib.print_ratio_table(rows, title=f"input pipeline ({args.dataset}, {args.model}, "
+                                                   f"max_length {args.max_length})")
     verdict = "OK: the input pipeline is not the bottleneck" if pipeline_eps > 5 * model_eps else \
         "WARNING: the input pipeline is close to the model's speed"
     print(verdict)
 
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"dataset": args.dataset, "model": args.model, "max_length": args.max_length,
-                   "padding_fraction": padding, "pipeline_examples_per_s": pipeline_eps,
-                   "model_train_examples_per_s": model_eps, "devices": [d.name for d in tf.config.list_logical_devices()]},
-                  f, indent=2)
-    print(f"results written to {args.out}")
+    benchlib.write_json(args.out, {
+        "benchmark": "input_pipeline", "dataset": args.dataset, "model": args.model, "max_length": args.max_length,
+        "padding_fraction": padding, "pipeline_examples_per_s": pipeline_eps,
+        "model_train_examples_per_s": model_eps, "devices": [d.name for d in tf.config.list_logical_devices()],
+        "machine": benchlib.machine_info(), "ratios": rows, "table": table})
+    plot = benchlib.plot_ratios(rows, os.path.splitext(args.out)[0] + ".png",
+                                f"input pipeline ({args.dataset}, max_length {args.max_length})")
+    print(f"results written to {args.out}" + (f" and {plot}" if plot else ""))
 
 
 if __name__ == "__main__":

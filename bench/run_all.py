@@ -7,11 +7,12 @@ memory do not leak from one benchmark into the next):
 * bench/vs_pytorch.py       tfpipeline vs PyTorch / ONNX Runtime (1 thread each, then all cores)
 * bench/serving_latency.py  and bench/fine_tuning_menu.py, when present
 
-Each script writes bench/results/<name>.json; their ``ratios`` lists (the
-other scripts' JSON layouts are converted here) are printed as one table and
-written to bench/results/summary.md together with the commands, exit codes,
-durations and the machine's load average. A wall-clock budget is shared by
-all scripts: one that would overrun it is stopped (its own process only).
+Each script prints its ratios and writes bench/results/<name>.json (with a
+``ratios`` list of ``benchlib.ratio_rows`` rows) and <name>.png; their ``ratios``
+lists are printed here as one table and written to bench/results/summary.md
+together with the commands, exit codes, durations and the machine's load
+average. A wall-clock budget is shared by all scripts: one that would overrun
+it is stopped (its own process only).
 
     python bench/run_all.py [--budget-min 30] [--only vs_pytorch input_pipeline]
 """
@@ -50,6 +51,10 @@ SUITE = {
                                                        "--max-length", "64", "--latency-examples", "16"], 10),
 }
 OWN = ("input_pipeline", "vs_pytorch", "vs_pytorch_1thread")
+# Short benchmark names for the section column of the combined table.
+LABELS = {"input_pipeline": "input", "vs_pytorch_1thread": "vs torch 1thr", "vs_pytorch": "vs torch",
+          "serving_latency": "serving", "fine_tuning_menu": "fine-tuning"}
+REQUIRED = {"section", "metric", "engine", "value", "ratio", "baseline"}
 
 
 def supported_args(script: str, candidates: List[str]) -> List[str]:
@@ -94,77 +99,30 @@ def run_script(name: str, command: List[str], timeout_s: float, log_path: str) -
             "log": log_path}
 
 
-def input_pipeline_rows(result: dict) -> List[dict]:
-    """input_pipeline.json has no ratio list: derive one (useful work vs static padding; pipeline vs model)."""
-    padding = result.get("padding_fraction", {})
-    rows = []
-    if padding:
-        base_name = next(iter(padding))
-        useful = {name: 1.0 - frac for name, frac in padding.items()}
-        rows += benchlib.ratio_rows("input pipeline", "useful (non-pad) share", useful, base_name,
-                                    higher_is_better=True)
-    if "pipeline_examples_per_s" in result and "model_train_examples_per_s" in result:
-        rows += benchlib.ratio_rows("input pipeline", "examples/s",
-                                    {"model train step": result["model_train_examples_per_s"],
-                                     "tf.data pipeline (bucketed)": result["pipeline_examples_per_s"]},
-                                    "model train step", higher_is_better=True)
-    return rows
-
-
-def serving_latency_rows(result: dict) -> List[dict]:
-    """serving_latency.json: {results: {batch: {path: {p50_ms, ...}}}} -> p50 rows, first path = baseline."""
-    rows = []
-    for batch, paths in sorted(result.get("results", {}).items(), key=lambda kv: int(kv[0])):
-        p50 = {path: stats["p50_ms"] for path, stats in paths.items() if "p50_ms" in stats}
-        if p50:
-            rows += benchlib.ratio_rows(f"serving b{batch}", "p50 latency ms", p50, next(iter(p50)),
-                                        higher_is_better=False)
-    return rows
-
-
-def method_rows(result) -> List[dict]:
-    """Any JSON holding lists of {method: ..., accuracy/train_s/latency_ms} rows (fine_tuning_menu)."""
-    found: List[tuple] = []
-
-    def walk(node, where):
-        if isinstance(node, list) and node and all(isinstance(r, dict) and "method" in r for r in node):
-            found.append((where, node))
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, key)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value, where)
-
-    walk(result, None)
-    rows = []
-    for where, table in found:
-        base = next((r["method"] for r in table if r["method"] == "full"), table[0]["method"])
-        for metric, better in (("accuracy", True), ("f1", True), ("train_s", False), ("latency_ms", False)):
-            values = {r["method"]: r[metric] for r in table if isinstance(r.get(metric), (int, float))
-                      and (better or r[metric] > 0)}   # 0 s training (zero-shot) has no finite ratio
-            if base in values and len(values) > 1:
-                rows += benchlib.ratio_rows(f"fine-tuning {where or ''}".strip(), metric, values, base,
-                                            higher_is_better=better)
-    return rows
-
-
 def collect_rows(name: str, started: float) -> Optional[List[dict]]:
-    """Ratio rows from bench/results/<name>.json if this run wrote it; None if it did not."""
+    """The ``ratios`` list of bench/results/<name>.json if this run wrote it; None if it did not.
+
+    Every script builds its own ratio rows (``benchlib.ratio_rows``); a JSON without a ``ratios``
+    list (an older script, or one stopped before it got there) contributes no rows. Sections get a
+    short prefix naming the benchmark (``LABELS``).
+    """
     path = os.path.join(ROOT, RESULTS, f"{name}.json")
     if not os.path.isfile(path) or os.path.getmtime(path) < started:
         return None
-    with open(path, encoding="utf-8") as f:
-        result = json.load(f)
-    if name == "input_pipeline":
-        rows = input_pipeline_rows(result)
-    elif isinstance(result.get("ratios"), list):
-        rows = [r for r in result["ratios"] if {"section", "metric", "engine", "value", "ratio", "baseline"} <= set(r)]
-    elif name == "serving_latency":
-        rows = serving_latency_rows(result)
-    else:
-        rows = method_rows(result)
-    return [dict(r, section=f"{name}: {r['section']}") for r in rows]
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    except (OSError, ValueError) as exc:
+        print(f"[run_all] could not read {os.path.relpath(path, ROOT)}: {exc}")
+        return []
+    ratios = result.get("ratios") if isinstance(result, dict) else None
+    if not isinstance(ratios, list):
+        print(f"[run_all] {os.path.relpath(path, ROOT)} has no 'ratios' list: no rows from {name}")
+        return []
+    label = LABELS.get(name, name)
+    return [dict(r, benchmark=name, section=f"{label}: {r['section']}") for r in ratios
+            if isinstance(r, dict) and REQUIRED <= set(r) and isinstance(r["value"], (int, float))
+            and isinstance(r["ratio"], (int, float))]
 
 
 def write_summary(path: str, runs: List[dict], rows: List[dict], machine: Dict) -> None:
@@ -215,13 +173,16 @@ def main(argv=None) -> int:
         collected = collect_rows(name, started)
         if collected is None and run["status"] == "ok":
             run["status"] = "ok (no bench/results JSON found)"
+        elif collected == [] and run["status"] == "ok":
+            run["status"] = "ok (no ratio rows in its JSON)"
         rows += collected or []
 
     print("\n=== suite")
     for r in runs:
         print(f"{r['name']:<20}{r['status']:<34}{r['seconds']:>8} s")
     print()
-    benchlib.print_ratio_table(rows, title="combined ratios (each row against its own baseline, same process)")
+    benchlib.print_ratio_table(rows, title="combined ratios (each row against its own baseline, same process)",
+                               group_by="benchmark")
     summary = os.path.join(ROOT, RESULTS, "summary.md")
     write_summary(summary, runs, rows, machine)
     print(f"\nsummary written to {os.path.relpath(summary, ROOT)}")

@@ -10,12 +10,13 @@ over the summed request times), in bounded loops.
     python bench/serving_latency.py --checkpoint minilm      # MiniLM-L6 backbone, random head
     python bench/serving_latency.py --model-dir runs/rotten_tomatoes --requests 100
 
-Writes bench/results/serving_latency.json.
+Prints the ratio table (p50 latency and examples/s of each path against the Keras
+``Predictor``, at batch 1 and 32) and writes bench/results/serving_latency.json (with a
+``ratios`` list) and serving_latency.png next to it (the plot needs matplotlib).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -24,12 +25,15 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `serving` from a checkout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
 import tfpipeline  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+BASELINE = "keras Predictor"
 WORDS = ("the a service staff flight hotel movie was were very quite not really great awful slow friendly "
          "late on time in Paris London with my family and friends yesterday booking refund support").split()
 
@@ -105,7 +109,7 @@ def main(argv=None) -> dict:
         saved = tf.saved_model.load(export_path).signatures["serving_default"]
 
         keras_call = predictor.class_probabilities if task == "classification" else predictor.extract
-        paths = {"keras Predictor": keras_call,
+        paths = {BASELINE: keras_call,
                  "SavedModel in-process": lambda texts: saved(text=tf.constant(texts))}
         results = {}
         with ModelServer(os.path.join(root, "exports"), grpc_port=0, rest_port=0, poll_seconds=0,
@@ -120,26 +124,42 @@ def main(argv=None) -> dict:
                 results[batch_size] = time_paths(paths, batches, args.warmup)
             grpc_client.close()
 
-    report = {"model_dir": args.model_dir, "checkpoint": None if args.model_dir else args.checkpoint, "task": task,
-              "max_length": predictor.encoder.max_length, "export_seconds": export_seconds,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
-              "results": {str(b): r for b, r in results.items()}}
+    rows = ratio_rows(results)
     print_table(results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    print(f"written to {args.out}")
+    print()
+    label = args.model_dir or args.checkpoint
+    table = benchlib.print_ratio_table(rows, title=f"serving latency ({label}, {task}); baseline = {BASELINE}")
+    report = {"benchmark": "serving_latency", "model_dir": args.model_dir,
+              "checkpoint": None if args.model_dir else args.checkpoint, "task": task,
+              "max_length": predictor.encoder.max_length, "export_seconds": export_seconds,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
+                          "loadavg_1_5_15": benchlib.machine_info().get("loadavg_1_5_15")},
+              "results": {str(b): r for b, r in results.items()}, "ratios": rows, "table": table}
+    benchlib.write_json(args.out, report)
+    plot = benchlib.plot_ratios(rows, os.path.splitext(args.out)[0] + ".png",
+                                f"serving latency vs {BASELINE} ({label}, {task}, one process, loopback)")
+    print(f"written to {args.out}" + (f" and {plot}" if plot else ""))
     return report
 
 
+def ratio_rows(results: dict) -> list:
+    """Per batch size: p50 latency (lower is better) and examples/s of every path vs the Keras Predictor."""
+    rows = []
+    for batch_size, paths in results.items():
+        section = f"batch {batch_size}"
+        rows += benchlib.ratio_rows(section, "p50 latency ms", {n: r["p50_ms"] for n, r in paths.items()},
+                                    BASELINE, higher_is_better=False)
+        rows += benchlib.ratio_rows(section, "examples/s", {n: r["examples_per_s"] for n, r in paths.items()},
+                                    BASELINE, higher_is_better=True)
+    return rows
+
+
 def print_table(results: dict) -> None:
-    baseline = "keras Predictor"
-    print(f"{'batch':>5}  {'path':<24}{'p50 ms':>9}{'p99 ms':>9}{'ex/s':>10}{'p50 / keras':>13}{'ex/s / keras':>14}")
+    """Absolute numbers of this run (the ratio table follows)."""
+    print(f"{'batch':>5}  {'path':<24}{'p50 ms':>9}{'p99 ms':>9}{'ex/s':>10}")
     for batch_size, rows in results.items():
-        base = rows[baseline]
         for name, r in rows.items():
-            print(f"{batch_size:>5}  {name:<24}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['examples_per_s']:>10.1f}"
-                  f"{r['p50_ms'] / base['p50_ms']:>13.2f}{r['examples_per_s'] / base['examples_per_s']:>14.2f}")
+            print(f"{batch_size:>5}  {name:<24}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['examples_per_s']:>10.1f}")
 
 
 if __name__ == "__main__":

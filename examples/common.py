@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 from typing import Dict, Iterator, List, Optional, Sequence
 
@@ -103,18 +102,14 @@ def predictor(model_dir: str):
 
 
 @contextlib.contextmanager
-def served(models: Dict[str, str], workdir: str) -> Iterator[Optional[dict]]:
+def served(models: Dict[str, str], workdir: str) -> Iterator[dict]:
     """Export each model folder and serve them from one local server; yields {name: RestClient}.
 
-    Loopback only, on a free port. Yields None where the export/serving packages are missing.
+    Loopback only, on a free port; the server stops when the block ends.
     """
-    try:
-        from serving import ModelServer, RestClient
-        from tfpipeline.export import export_model
-    except ImportError as e:  # older checkouts: callers fall back to an in-process Predictor
-        print(f"(serving unavailable: {e}; answering in-process instead)", file=sys.stderr)
-        yield None
-        return
+    from serving import ModelServer, RestClient
+    from tfpipeline.export import export_model
+
     base = os.path.join(workdir, "exports")
     for name, model_dir in models.items():
         shutil.rmtree(os.path.join(base, name), ignore_errors=True)    # one fresh version 1 per run
@@ -125,7 +120,7 @@ def served(models: Dict[str, str], workdir: str) -> Iterator[Optional[dict]]:
 
 
 class TextClassifier:
-    """Scores from the served model (REST) or, without a server, from an in-process Predictor."""
+    """Scores from the served model (REST client) or, with ``client=None``, from an in-process Predictor."""
 
     def __init__(self, model_dir: str, client=None):
         from tfpipeline.data.labels import LabelMap

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
             for name, (f1, support) in sorted(per_condition_f1(model_dir).items(), key=lambda kv: -kv[1][1]):
                 print(f"{name:<22}{f1:>9.2f}{support:>9}")
         with common.served({"conditions": model_dir}, work) as clients:
-            model = common.TextClassifier(model_dir, clients and clients["conditions"])
+            model = common.TextClassifier(model_dir, clients["conditions"])
             answers = [{"review": text, "top": [(c, round(s, 3)) for c, s in top],
                         "needs_review": top[0][1] < cfg["review_threshold"]}
                        for text, top in zip(cfg["requests"], model.top(cfg["requests"], k=cfg["top_k"]))]

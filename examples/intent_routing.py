@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
         threshold, queues, default = recipe["threshold"], recipe.get("queues", {}), recipe["default_queue"]
         with common.served({"intent": model_dir}, work) as clients:
-            model = common.TextClassifier(model_dir, clients and clients["intent"])
+            model = common.TextClassifier(model_dir, clients["intent"])
             answers = []
             for text, [(intent, score)] in zip(recipe["requests"], model.top(recipe["requests"])):
                 answers.append({"text": text, "intent": intent, "score": round(score, 3),

@@ -51,8 +51,8 @@ def main(argv=None) -> int:
 
         articles = load_dataset(cfg["topic_train"]["dataset"]).test[:2 if args.smoke else cfg["articles"]]
         with common.served({"topic": topic_dir, "sentiment": sentiment_dir}, work) as clients:
-            topic_model = common.TextClassifier(topic_dir, clients and clients["topic"])
-            sentiment_model = common.TextClassifier(sentiment_dir, clients and clients["sentiment"])
+            topic_model = common.TextClassifier(topic_dir, clients["topic"])
+            sentiment_model = common.TextClassifier(sentiment_dir, clients["sentiment"])
             tagged = [dict(tag_article(ex.text, topic_model, sentiment_model, cfg["max_sentences"]),
                            gold_topic=ex.label) for ex in articles]
         print("\ntagged by the served models:")

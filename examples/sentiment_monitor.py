@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         monitor = NegativeShareMonitor(cfg["window"], cfg["alert_share"], cfg["negative_label"])
         alerts, seen = [], 0
         with common.served({"sentiment": model_dir}, work) as clients:
-            model = common.TextClassifier(model_dir, clients and clients["sentiment"])
+            model = common.TextClassifier(model_dir, clients["sentiment"])
             for batch in micro_batches(stream, cfg["micro_batch"]):          # one REST request each
                 for (text, gold), [(label, _)] in zip(batch, model.top([t for t, _ in batch])):
                     seen += 1

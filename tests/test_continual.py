@@ -104,3 +104,121 @@ def test_rehearsal_and_ewc_keep_more_of_the_old_task(tmp_path, trained_classifie
 def test_unknown_method_is_an_error(trained_classifier, old_task, new_task):
     with pytest.raises(DataError, match="method"):
         continual_finetune(trained_classifier.output_dir, new_task, old_task, method="magic")
+
+
+def test_ner_data_is_an_error(trained_classifier, old_task, ner_data):
+    with pytest.raises(DataError, match="classification"):
+        continual_finetune(trained_classifier.output_dir, ner_data, old_task)
+
+
+# --------------------------------------------------------------------------- tfpipeline continual (CLI)
+@pytest.fixture(scope="module")
+def topic_files(tmp_path_factory):
+    from conftest import write_csv
+
+    d = tmp_path_factory.mktemp("topic_files")
+    return {"train": write_csv(d / "train.csv", topic_examples(48, 7)),
+            "validation": write_csv(d / "valid.csv", topic_examples(16, 8)),
+            "test": write_csv(d / "test.csv", topic_examples(24, 9))}
+
+
+def continual_flags(model_dir, clf_files, topic_files, **changes) -> list:
+    """Tiny-model settings: old task = the keyword files, new task = the topic files, 1 epoch."""
+    opts = {"model_dir": model_dir, "train_file": topic_files["train"],
+            "validation_file": topic_files["validation"], "test_file": topic_files["test"],
+            "old_train_file": clf_files["train"], "old_test_file": clf_files["validation"],
+            "epochs": 1, "learning_rate": 1e-2, "batch_size": 16, "fisher_examples": 16, "limit_train": 48,
+            "limit_eval": 24, **changes}
+    flags = []
+    for key, value in opts.items():
+        flags += [f"--{key.replace('_', '-')}", str(value)]
+    return ["continual"] + flags + ["--quiet"]
+
+
+def test_cli_continual_writes_a_model_folder(tmp_path, trained_classifier, clf_files, topic_files, capsys):
+    from tfpipeline.cli import main
+
+    out = tmp_path / "rt_then_topics"
+    assert main(continual_flags(trained_classifier.output_dir, clf_files, topic_files, output_dir=out,
+                                method="ewc+rehearsal", replay_fraction=0.25)) == 0
+    text = capsys.readouterr().out
+    header, row = text.splitlines()[1:3]
+    assert header.split()[:3] == ["method", "old", "before"] and row.split()[0] == "ewc+rehearsal"
+    assert f"written to {out}" in text
+
+    model, _, labels, meta = load_task_model(str(out))  # an ordinary, loadable model folder
+    assert labels.names == ["neg", "pos", "food", "sport"]  # old labels keep their ids, new ones appended
+    assert meta["continual"]["method"] == "ewc+rehearsal" and meta["dataset"] == topic_files["train"]
+    with open(out / "continual_report.json") as f:
+        report = json.load(f)
+    assert {"old_before", "old_after", "new_after"} <= set(report)
+    assert report["old_before"]["examples"] == 24 and report["new_after"]["examples"] == 24
+    assert report["replayed_examples"] == 12 and report["config"]["epochs"] == 1
+    assert float(row.split()[1]) == pytest.approx(report["old_before"]["accuracy"], abs=1e-4)
+    assert not os.path.exists(f"{out}.partial")
+
+    # the folder is not clobbered without --overwrite, and the clash is found before any training
+    assert main(continual_flags(trained_classifier.output_dir, clf_files, topic_files, output_dir=out)) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_cli_continual_compare_prints_one_row_per_method(trained_classifier, clf_files, topic_files, capsys):
+    from tfpipeline.cli import main
+
+    assert main(continual_flags(trained_classifier.output_dir, clf_files, topic_files, compare="none,rehearsal")) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("old task ") and lines[1].split()[0] == "method"
+    assert [ln.split()[0] for ln in lines[2:]] == ["none", "rehearsal"]
+    assert all(len(ln.split()) == 7 for ln in lines[2:])  # method + 6 numbers
+
+
+def _fails(argv, capsys) -> str:
+    from tfpipeline.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tfpipeline: error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_cli_continual_errors(tmp_path, trained_classifier, trained_ner, clf_files, topic_files, capsys):
+    model_dir = trained_classifier.output_dir
+    missing = str(tmp_path / "no_model")
+    assert "not a tfpipeline model folder" in _fails(
+        continual_flags(missing, clf_files, topic_files, output_dir=tmp_path / "a"), capsys)
+    err = _fails(continual_flags(model_dir, clf_files, topic_files, output_dir=tmp_path / "b", method="magic"),
+                 capsys)
+    assert "method" in err and "magic" in err
+    assert "magic" in _fails(continual_flags(model_dir, clf_files, topic_files, compare="none,magic"), capsys)
+    assert "classification" in _fails(
+        continual_flags(trained_ner.output_dir, clf_files, topic_files, output_dir=tmp_path / "c"), capsys)
+    assert "--output-dir" in _fails(continual_flags(model_dir, clf_files, topic_files), capsys)
+    # no old-task data given and the model folder records only an in-memory dataset name
+    argv = continual_flags(model_dir, clf_files, topic_files, output_dir=tmp_path / "d")
+    for flag in ("--old-train-file", "--old-test-file"):
+        i = argv.index(flag)
+        del argv[i:i + 2]
+    assert "--old-dataset" in _fails(argv, capsys)
+    assert not any(p.exists() for p in (tmp_path / "a", tmp_path / "b", tmp_path / "c", tmp_path / "d"))
+
+
+def test_cli_old_task_data_defaults_to_what_the_model_folder_records(clf_files, monkeypatch):
+    import argparse
+
+    from tfpipeline.cli import _old_data_from_args
+
+    args = argparse.Namespace(old_dataset=None, old_train_file=None, old_validation_file=None, old_test_file=None,
+                              limit_train=20, limit_eval=10, seed=13, text_column=None, label_column=None,
+                              pair_column=None)
+    # trained on files (tfpipeline train records them in its config): the same files again
+    meta = {"dataset": clf_files["train"],
+            "config": {"train_file": clf_files["train"], "validation_file": clf_files["validation"]}}
+    data = _old_data_from_args(args, "model", meta)
+    assert (data.name, len(data.train), len(data.validation)) == (clf_files["train"], 20, 10)
+    # trained on a built-in dataset: that dataset
+    calls = []
+    monkeypatch.setattr("tfpipeline.data.sources.load_task_data", lambda **kw: calls.append(kw) or "data")
+    assert _old_data_from_args(args, "model", {"dataset": "rotten_tomatoes"}) == "data"
+    assert calls == [dict(dataset="rotten_tomatoes", task="classification", limit_train=20, limit_eval=10, seed=13)]
+    with pytest.raises(DataError, match="--old-dataset"):
+        _old_data_from_args(args, "model", {"dataset": "keywords"})

@@ -80,3 +80,26 @@ def test_train_with_peft_saves_a_reloadable_model(tmp_path, tiny_checkpoint, clf
     reloaded = Predictor.from_directory(str(tmp_path / method))
     np.testing.assert_allclose(reloaded.class_probabilities(texts), result.predictor().class_probabilities(texts),
                                atol=1e-5)
+
+
+def test_merged_lora_export_serves_the_unmerged_predictions(tiny_checkpoint, tmp_path):
+    """The SavedModel of a merged LoRA model (what `train --peft lora` exports) scores like the LoRA model did."""
+    from tfpipeline.data.tokenization import TextEncoder
+    from tfpipeline.export import export_model
+    from tfpipeline.inference import Predictor
+
+    labels = LabelMap(["neg", "pos"])
+    model = build_task_model(tiny_checkpoint, "classification", labels)
+    apply_peft(model, PeftConfig(method="lora", lora_rank=4))
+    _train_steps(model)
+    encoder = TextEncoder.from_directory(tiny_checkpoint, max_length=32)
+    texts = ["a great film", "an awful plot", "the story was really quite awful and very long", ""]
+    unmerged = Predictor(model, encoder, labels, "classification").class_probabilities(texts)
+    assert not np.allclose(unmerged[0], unmerged[1]), "training should have made the inputs distinguishable"
+
+    merge_lora(model)
+    path = export_model((model, encoder, labels, "classification"), str(tmp_path / "exports"), "lora")
+    served = tf.saved_model.load(path)
+    assert not any("lora" in v.name for v in served.model_variables)
+    scores = served.signatures["serving_default"](text=tf.constant(texts))["scores"].numpy()
+    np.testing.assert_allclose(scores, unmerged, atol=1e-5)

@@ -1,5 +1,7 @@
 """Zero-/few-shot classification by prompt similarity: helpers and mechanics on the tiny model,
 real accuracy on Rotten Tomatoes with the real MiniLM (integration)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,58 @@ def test_zeroshot_cli(tiny_checkpoint, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all(line.split("\t")[0] in ("pos", "neg") for line in lines)
     assert main(["zeroshot", "--labels", "pos,neg", "--model", tiny_checkpoint]) == 2  # no texts
+
+
+@pytest.fixture(scope="module")
+def fewshot_classifier(tiny_checkpoint, clf_data):
+    clf = ZeroShotClassifier(SentenceEncoder(tiny_checkpoint, max_length=32), ["neg", "pos"], template="it was {}",
+                             verbalizer={"pos": ["great"], "neg": ["awful"]})
+    return clf.fit_prototypes(clf_data.train[:16], prompt_weight=0.5)
+
+
+def test_saved_classifier_predicts_evaluates_and_exports_like_a_trained_model(fewshot_classifier, clf_data, tmp_path):
+    """save -> load_task_model / Predictor / evaluate / export_model all give the in-memory probabilities."""
+    import tensorflow as tf
+
+    from tfpipeline.evaluation.evaluate import evaluate_examples
+    from tfpipeline.export import export_model
+    from tfpipeline.inference import Predictor
+    from tfpipeline.models.task_model import load_task_model
+
+    texts = [ex.text for ex in clf_data.validation[:12]]
+    expected = fewshot_classifier.class_probabilities(texts)
+    np.testing.assert_allclose(fewshot_classifier.predictor().class_probabilities(texts), expected, atol=1e-5)
+
+    folder = fewshot_classifier.save(str(tmp_path / "fewshot"))
+    assert not os.path.exists(folder + ".partial")
+    model, _, labels, meta = load_task_model(folder)
+    assert meta["head"] == "label_vectors" and meta["shots"] == 16 and labels.names == ["neg", "pos"]
+    assert "classifier" not in " ".join(w.name for w in model.weights)
+    reloaded = Predictor.from_directory(folder)
+    np.testing.assert_allclose(reloaded.class_probabilities(texts), expected, atol=1e-5)
+    report = evaluate_examples(reloaded, clf_data.validation)
+    assert report["accuracy"] == fewshot_classifier.evaluate(clf_data.validation)["accuracy"]
+
+    export = export_model(folder, str(tmp_path / "exports"), "fewshot")
+    served = tf.saved_model.load(export)
+    out = served.signatures["serving_default"](text=tf.constant(texts))
+    np.testing.assert_allclose(out["scores"].numpy(), expected, atol=1e-5)
+    assert [x.decode() for x in out["label"].numpy()] == [["neg", "pos"][i] for i in expected.argmax(axis=1)]
+    with pytest.raises(Exception, match="not empty"):
+        fewshot_classifier.save(folder)          # a finished folder is not clobbered without overwrite
+
+
+def test_zeroshot_cli_saves_a_servable_model_folder(tiny_checkpoint, tmp_path, capsys):
+    from conftest import write_csv
+    from tfpipeline.cli import main
+
+    shots = write_csv(tmp_path / "shots.csv", keyword_examples(8, seed=3))
+    folder = str(tmp_path / "zs")
+    assert main(["zeroshot", "--labels", "pos,neg", "--template", "it was {}", "--model", tiny_checkpoint,
+                 "--shots-file", shots, "--max-length", "32", "--output-dir", folder]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model-dir", folder, "a great film", "an awful plot"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.split("\t")[0] in ("pos", "neg") for line in lines)
+    assert main(["export", "--model-dir", folder, "--base-dir", str(tmp_path / "exports"), "--name", "zs"]) == 0
+    assert os.path.isfile(os.path.join(tmp_path, "exports", "zs", "1", "saved_model.pb"))

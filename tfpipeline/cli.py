@@ -34,7 +34,10 @@ def _field_type(field: dataclasses.Field):
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=("extra",)) -> None:
-    """One ``--kebab-name`` flag per dataclass field; defaults stay None so files can fill them."""
+    """One ``--kebab-name`` flag per dataclass field; defaults stay None so files can fill them.
+
+    A field's ``metadata["help"]``, if any, becomes the flag's help text.
+    """
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -43,8 +46,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip=("extra",))
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
         elif _field_type(f):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            about = f.metadata.get("help")
             parser.add_argument(flag, dest=f.name, type=_field_type(f), default=None,
-                                help=f"(default: {default})")
+                                help=f"{about} (default: {default})" if about else f"(default: {default})")
 
 
 def options_from(args: argparse.Namespace, cls) -> Dict[str, Any]:
@@ -237,6 +241,67 @@ def cmd_distill(args) -> int:
     return 0
 
 
+def _old_data_from_args(args, model_dir: str, meta: Dict[str, Any]):
+    """The old task's data: --old-dataset / --old-*-file, else what the model folder was trained on."""
+    from tfpipeline.data.catalog import list_datasets
+    from tfpipeline.data.sources import load_task_data
+
+    limits = dict(limit_train=args.limit_train, limit_eval=args.limit_eval, seed=args.seed)
+    if args.old_dataset or args.old_train_file:
+        return load_task_data(dataset=args.old_dataset, task="classification", train_file=args.old_train_file,
+                              validation_file=args.old_validation_file, test_file=args.old_test_file,
+                              **limits, **_reader_options(args))
+    recorded, config = meta.get("dataset"), meta.get("config") or {}
+    if recorded and recorded in {info.name for info in list_datasets()}:
+        return load_task_data(dataset=recorded, task="classification", **limits)
+    if recorded and config.get("train_file") == recorded:  # trained on files: the same files again
+        columns = {k: config[k] for k in ("text_column", "label_column", "pair_column") if config.get(k)}
+        return load_task_data(task="classification", train_file=recorded,
+                              validation_file=config.get("validation_file"), test_file=config.get("test_file"),
+                              **limits, **columns)
+    raise DataError(f"{model_dir}: the model folder does not record its training data"
+                    f"{f' (dataset: {recorded!r})' if recorded else ''}; give the old task's data with "
+                    "--old-dataset or --old-train-file/--old-test-file")
+
+
+def cmd_continual(args) -> int:
+    from tfpipeline.training.continual import (ContinualConfig, compare_methods, continual_finetune,
+                                               format_comparison, summarize)
+
+    config = make_config(ContinualConfig, options_from(args, ContinualConfig), source="command line").validate()
+    for method in args.compare or []:
+        ContinualConfig(method=method).validate()
+    if args.compare and args.output_dir:
+        raise DataError("--compare trains one throwaway model per method and saves none; drop --output-dir "
+                        "(or run without --compare to save the chosen method)")
+    if not args.compare and not args.output_dir:
+        raise DataError("give --output-dir for the continual model (or --compare m1,m2 to only compare methods)")
+    meta = _model_meta(args.model_dir)
+    if meta.get("task") != "classification":
+        raise DataError(f"{args.model_dir}: continual learning supports classification models, "
+                        f"not {meta.get('task')}")
+    if not args.dataset and not args.train_file:
+        raise DataError("give the new task's data: --dataset NAME or --train-file (+ --test-file)")
+    new_data = _data_from_args(args, "classification")
+    old_data = _old_data_from_args(args, args.model_dir, meta)
+    verbose = 0 if args.quiet or args.json else (1 if sys.stdout.isatty() else 2)
+    if args.compare:
+        settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "method"}
+        rows = compare_methods(args.model_dir, new_data, old_data, methods=args.compare, verbose=verbose,
+                               **settings)
+        print(json.dumps(rows, indent=2) if args.json else format_comparison(rows, old_data.name, new_data.name))
+        return 0
+    result = continual_finetune(args.model_dir, new_data, old_data, args.output_dir, config,
+                                overwrite=args.overwrite, verbose=verbose)
+    if args.json:
+        print(json.dumps(result.report, indent=2))
+    else:
+        print(format_comparison({config.method: summarize(result.report)}, old_data.name, new_data.name))
+        print(f"[tfpipeline] model ({len(result.labels)} labels: {', '.join(result.labels.names)}) "
+              f"written to {args.output_dir}")
+    return 0
+
+
 def cmd_compress(args) -> int:
     import os
 
@@ -306,12 +371,35 @@ def cmd_zeroshot(args) -> int:
     if not labels:
         raise DataError("give the candidate labels: --labels 'positive,negative' (or a --shots-file / --dataset)")
     verbalizer = parse_verbalizer(args.verbalizer) if args.verbalizer else None
-    clf = ZeroShotClassifier.from_checkpoint(labels, args.model, max_length=args.max_length, template=args.template,
-                                             verbalizer=verbalizer)
-    if shots and args.finetune_epochs:
-        clf.finetune(shots, epochs=args.finetune_epochs, learning_rate=args.learning_rate, seed=args.seed)
-    if shots and args.prompt_weight < 1.0:
-        clf.fit_prototypes(shots, prompt_weight=args.prompt_weight)
+    method = args.method
+    if method == "auto":  # cloze when the checkpoint has an MLM head (and the template is not a similarity one)
+        from tfpipeline.models.cloze import has_mlm_head
+
+        cloze_template = args.template is None or "[MASK]" in args.template
+        method = "cloze" if cloze_template and has_mlm_head(args.model) else "similarity"
+    print(f"[tfpipeline] zero-shot method: {method}", file=sys.stderr)
+    if method == "cloze":  # masked-LM prompt + verbalizer (tfpipeline.models.cloze)
+        from tfpipeline.models.cloze import DEFAULT_CLOZE_TEMPLATE, ClozeClassifier
+
+        clf = ClozeClassifier.from_checkpoint(labels, args.model, max_length=args.max_length,
+                                              template=args.template or DEFAULT_CLOZE_TEMPLATE, verbalizer=verbalizer)
+        if shots and args.finetune_epochs:
+            clf.finetune(shots, epochs=args.finetune_epochs, learning_rate=args.learning_rate, seed=args.seed)
+        elif shots:
+            print("[tfpipeline] cloze: shots are used only by prompt fine-tuning (--finetune-epochs N)",
+                  file=sys.stderr)
+    else:
+        from tfpipeline.models.zeroshot import DEFAULT_TEMPLATE
+
+        clf = ZeroShotClassifier.from_checkpoint(labels, args.model, max_length=args.max_length,
+                                                 template=args.template or DEFAULT_TEMPLATE, verbalizer=verbalizer)
+        if shots and args.finetune_epochs:
+            clf.finetune(shots, epochs=args.finetune_epochs, learning_rate=args.learning_rate, seed=args.seed)
+        if shots and args.prompt_weight < 1.0:
+            clf.fit_prototypes(shots, prompt_weight=args.prompt_weight)
+    if args.output_dir:  # a model folder: evaluate / predict / export / serve it like a fine-tuned one
+        clf.save(args.output_dir, overwrite=args.overwrite, source_checkpoint=args.model, dataset=args.dataset)
+        print(f"[tfpipeline] zero-shot classifier written to {args.output_dir}", file=sys.stderr)
     texts = list(args.texts)
     if args.file:
         from tfpipeline.data.readers import read_text
@@ -323,11 +411,14 @@ def cmd_zeroshot(args) -> int:
         mode = ("zero-shot" if not shots else
                 f"{len(shots)} shots" + (f", prompt fine-tuned {args.finetune_epochs} epochs"
                                          if args.finetune_epochs else "")
-                + (f", prototypes (prompt weight {args.prompt_weight})" if args.prompt_weight < 1.0 else ""))
+                + (f", prototypes (prompt weight {args.prompt_weight})"
+                   if args.prompt_weight < 1.0 and method == "similarity" else ""))
+        mode = f"{method}, {mode}"
         print(f"[tfpipeline] {args.dataset} test ({len(examples)} examples), {mode}: "
               f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
-    elif not texts:
-        raise DataError("nothing to classify: pass texts as arguments, --file, or --dataset to evaluate")
+    elif not texts and not args.output_dir:
+        raise DataError("nothing to classify: pass texts as arguments, --file, --dataset to evaluate, "
+                        "or --output-dir to save the classifier")
     for text, result in zip(texts, clf.classify(texts) if texts else []):
         if args.json:
             print(json.dumps({"text": text, **result}, ensure_ascii=False))
@@ -412,6 +503,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_distill)
 
+    from tfpipeline.training.continual import ContinualConfig
+
+    p = sub.add_parser("continual", help="fine-tune a trained classifier on a new task without forgetting the old one",
+                       description="Continue training a classifier model folder on a new task (rehearsal and/or "
+                       "EWC against forgetting). The result has one head over the old + new labels; the table "
+                       "shows old-task accuracy before/after (task-aware and open-set) and new-task accuracy.")
+    p.add_argument("--model-dir", required=True, help="a trained classification model folder (the old task)")
+    p.add_argument("--output-dir", help="where the continual model folder goes (not with --compare)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--compare", type=_str_list, metavar="M1,M2,...",
+                   help="run each method from the same start and print one row per method (saves no model)")
+    p.add_argument("--json", action="store_true", help="print the report (or comparison) as JSON")
+    p.add_argument("--quiet", action="store_true", help="no training progress")
+    _add_data_options(p.add_argument_group("new task data (limits, columns and --seed also apply to the old task)"))
+    g = p.add_argument_group("old task data (default: the dataset recorded in the model folder)")
+    g.add_argument("--old-dataset", help="built-in dataset the model was trained on")
+    g.add_argument("--old-train-file", help="old task's labelled CSV/TSV/JSONL (replay and Fisher examples)")
+    g.add_argument("--old-validation-file")
+    g.add_argument("--old-test-file", help="old task's evaluation file (default: its validation split)")
+    add_dataclass_options(p.add_argument_group("continual learning"), ContinualConfig, skip=("seed",))
+    p.set_defaults(func=cmd_continual)
+
     p = sub.add_parser("compress", help="TFLite export (float32 / dynamic / int8), optionally after pruning")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--output", required=True, help="output folder (or a path ending in .tflite)")
@@ -448,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--output-dir", help="save the classifier as a model folder (then evaluate/predict/export it)")
+    p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_zeroshot)
     return parser
 

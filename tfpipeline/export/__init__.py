@@ -3,8 +3,8 @@
     from tfpipeline.export import export_model
     path = export_model("runs/rotten_tomatoes", "exports", "sentiment")   # exports/sentiment/1
 
-See ``signatures.py`` for the signature table, docs/serving.md for serving, and
-``tflite.py`` for an on-device (ids-only) conversion.
+See ``signatures.py`` for the signature table and docs/serving.md for serving;
+on-device TFLite conversion is ``tfpipeline.models.compression.export_tflite``.
 """
 from tfpipeline.export.graph_ops import CUSTOM_OPS_ALLOWED, custom_ops, saved_model_ops
 from tfpipeline.export.saved_model import (ExportError, encoder_from_export, existing_versions, export_model,

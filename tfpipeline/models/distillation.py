@@ -252,7 +252,7 @@ def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, nu
     epoch by validation accuracy is kept; the report (``eval_report.json``)
     includes the teacher's scores on the same split.
     """
-    from tfpipeline.training.trainer import _prepare_output, publish_run
+    from tfpipeline.training.trainer import prepare_output, publish_run
 
     say = print if verbose else (lambda *a, **k: None)
     if isinstance(data, str):
@@ -260,13 +260,16 @@ def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, nu
 
         data = load_dataset(data, limit=limit, seed=seed)
     teacher, encoder, labels, meta = load_task_model(teacher_dir, max_length=max_length)
+    if meta.get("head"):
+        raise DataError(f"{teacher_dir}: the teacher must be a fine-tuned task model; this is a "
+                        f"{meta['head']} (prompt-based) classifier")
     if data.task != teacher.task:
         raise DataError(f"{data.name} is a {data.task} dataset but the teacher at {teacher_dir} is {teacher.task}")
     if not data.train or not data.validation:
         raise DataError(f"{data.name}: distillation needs train and validation examples")
     eval_split = data.test or data.validation
 
-    staging = _prepare_output(output_dir, overwrite)
+    staging = prepare_output(output_dir, overwrite)
     try:
         tf_keras.utils.set_random_seed(seed)
         student = make_student(teacher, num_layers, layers)

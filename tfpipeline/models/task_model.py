@@ -114,6 +114,10 @@ def load_task_model(directory: str, *, max_length: Optional[int] = None) -> Tupl
         meta = json.load(f)
     labels = LabelMap.load(directory)
     encoder = TextEncoder.from_directory(directory, max_length=max_length or meta.get("max_length"))
+    if meta.get("head") == "label_vectors":   # a saved zero/few-shot classifier (tfpipeline.models.zeroshot)
+        from tfpipeline.models.zeroshot import load_label_vector_classifier
+
+        return load_label_vector_classifier(directory, meta), encoder, labels, meta
     model = build_task_model(directory, meta["task"], labels)
     peft = meta.get("peft")
     if peft and not peft.get("merged"):

@@ -16,10 +16,18 @@ Few-shot, two ways:
   ``softmax(cos(text, label prompts) / temperature)`` puts mass on the gold
   label (prompts are re-embedded by the trained encoder at every step), then
   predicts by similarity as above.
+
+Deployment: ``ZeroShotClassifier.task_model()`` is a ``LabelVectorClassifier``
+(encoder + fixed label vectors -> logits), so the classifier evaluates,
+predicts, exports (same SavedModel signatures) and serves like a fine-tuned
+model; ``save`` writes it as a model folder (the encoder as an HF checkpoint +
+``label_vectors.npy``) that ``load_task_model`` reads back.
 """
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import time
 from collections import defaultdict
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -32,9 +40,11 @@ import tf_keras
 
 from tfpipeline.data.examples import CLASSIFICATION, DataError, TextExample
 from tfpipeline.data.labels import LabelMap
-from tfpipeline.data.tokenization import TextEncoder
+from tfpipeline.data.tokenization import FEATURES, TextEncoder
 
 DEFAULT_TEMPLATE = "This review is {}."
+LABEL_VECTOR_HEAD = "label_vectors"      # tfpipeline.json "head" of a saved zero/few-shot classifier
+LABEL_VECTORS_FILE = "label_vectors.npy"
 
 
 def format_prompt(template: str, word: str) -> str:
@@ -85,12 +95,10 @@ class SentenceEncoder:
 
     def __init__(self, checkpoint: Optional[str] = "minilm", *, max_length: int = 128, batch_size: int = 64):
         from tfpipeline.models.checkpoint import resolve_checkpoint
-        from tfpipeline.models.task_model import build_task_model
 
         path = resolve_checkpoint(checkpoint)
-        # The task wrapper is the tested loader for h5 and safetensors; its head is not used.
-        model = build_task_model(path, CLASSIFICATION, LabelMap(["a", "b"]))
-        self.main = getattr(model.backbone, model.backbone.base_model_prefix)
+        self.backbone = load_base_model(path)      # a transformers TF*Model (no task head)
+        self.main = getattr(self.backbone, self.backbone.base_model_prefix)
         self.encoder = TextEncoder.from_directory(path, max_length=max_length)
         self.batch_size = batch_size
         spec = {k: tf.TensorSpec([None, None], tf.int32) for k in ("input_ids", "attention_mask",
@@ -114,6 +122,58 @@ class SentenceEncoder:
             idx = order[start:start + self.batch_size]
             out[idx] = self._embed(self.features([texts[i] for i in idx])).numpy()
         return out
+
+
+def load_base_model(path: str):
+    """The checkpoint's encoder as a transformers ``TFAutoModel`` (h5, safetensors, or a tfpipeline model folder)."""
+    from transformers import AutoConfig, TFAutoModel
+
+    from tfpipeline.models.checkpoint import load_safetensors_into, weights_file
+
+    kind, wfile = weights_file(path)
+    if kind == "tf":
+        return TFAutoModel.from_pretrained(path)
+    model = TFAutoModel.from_config(AutoConfig.from_pretrained(path))
+    model(model.dummy_inputs, training=False)
+    load_safetensors_into(model, wfile)
+    return model
+
+
+# ------------------------------------------------------------------ deployable classifier
+class LabelVectorClassifier(tf_keras.Model):
+    """``features -> cos(mean-pooled text embedding, label vector) / temperature`` logits.
+
+    The zero/few-shot classifier as a plain Keras model with the
+    ``TaskModel`` interface (``backbone``, ``task``), so ``Predictor``,
+    evaluation, ``export_model`` and the model server use it unchanged.
+    """
+
+    def __init__(self, backbone, label_vectors: np.ndarray, temperature: float, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.task = CLASSIFICATION
+        self.temperature = float(temperature)
+        vectors = np.asarray(label_vectors, np.float32)
+        self.label_vectors = self.add_weight(name="label_vectors", shape=vectors.shape, trainable=False,
+                                             initializer=tf_keras.initializers.Constant(vectors))
+
+    def call(self, inputs, training=False):
+        features = {k: inputs[k] for k in FEATURES if k in inputs}
+        main = getattr(self.backbone, self.backbone.base_model_prefix)
+        texts = mean_pool(main(features, training=training).last_hidden_state, features["attention_mask"])
+        return tf.matmul(texts, tf.cast(self.label_vectors, texts.dtype), transpose_b=True) / self.temperature
+
+
+def load_label_vector_classifier(directory: str, meta: Mapping) -> LabelVectorClassifier:
+    """The model of a folder written by ``ZeroShotClassifier.save`` (called by ``load_task_model``)."""
+    from tfpipeline.models.checkpoint import CheckpointError
+
+    path = os.path.join(directory, LABEL_VECTORS_FILE)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{directory}: zero-shot model folder lacks {LABEL_VECTORS_FILE}")
+    model = LabelVectorClassifier(load_base_model(directory), np.load(path), meta.get("temperature", 0.05))
+    model({k: tf.ones([1, 4], tf.int32) for k in FEATURES}, training=False)
+    return model
 
 
 # ------------------------------------------------------------------ prompt fine-tuning model
@@ -232,6 +292,39 @@ class ZeroShotClassifier:
         probs = self.class_probabilities(texts)
         return [{"label": self.labels.name(int(p.argmax())), "score": float(p.max()),
                  "scores": {n: float(s) for n, s in zip(self.labels.names, p)}} for p in probs]
+
+    # -------------------------------------------------------------- deployment
+    def task_model(self) -> LabelVectorClassifier:
+        """The classifier as a Keras model (shares the encoder's weights; label vectors are copied)."""
+        return LabelVectorClassifier(self.encoder.backbone, self.label_vectors, self.temperature)
+
+    def predictor(self, batch_size: int = 64):
+        """A ``Predictor`` (what evaluate / export / serving take) for the current label vectors."""
+        from tfpipeline.inference import Predictor
+
+        return Predictor(self.task_model(), self.encoder.encoder, self.labels, CLASSIFICATION, batch_size)
+
+    def save(self, directory: str, *, overwrite: bool = False, source_checkpoint: Optional[str] = None,
+             **meta) -> str:
+        """Write a model folder that loads, evaluates, exports and serves like a fine-tuned one.
+
+        The folder appears only when complete (written as ``<directory>.partial``, then renamed).
+        """
+        from tfpipeline.models.task_model import save_task_model
+        from tfpipeline.training.trainer import prepare_output, publish_run
+
+        staging = prepare_output(directory, overwrite)
+        try:
+            save_task_model(self.task_model(), self.encoder.encoder, self.labels, staging,
+                            head=LABEL_VECTOR_HEAD, temperature=self.temperature, template=self.template,
+                            verbalizer=self.verbalizer, shots=len(self.shots), prompt_weight=self.prompt_weight,
+                            source_checkpoint=source_checkpoint, **meta)
+            np.save(os.path.join(staging, LABEL_VECTORS_FILE), self.label_vectors.astype(np.float32))
+            publish_run(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return directory
 
     def evaluate(self, examples: Sequence[TextExample]) -> Dict:
         from tfpipeline.evaluation.reports import classification_report

@@ -27,7 +27,6 @@ Against forgetting:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -54,12 +53,17 @@ REPORT_FILE = "continual_report.json"
 log = logging.getLogger(__name__)
 
 
+def _opt(default, help: str):
+    """A config field with its help text (the CLI flags are generated from these)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ContinualConfig:
-    method: str = "ewc+rehearsal"          # none | rehearsal | ewc | ewc+rehearsal
-    replay_fraction: float = 0.2           # old examples replayed, as a fraction of the new training set
-    ewc_lambda: float = 1.0                # strength of the (mean-normalised) Fisher penalty
-    fisher_examples: int = 200             # old-task examples used to estimate the Fisher diagonal
+    method: str = _opt("ewc+rehearsal", " | ".join(METHODS))
+    replay_fraction: float = _opt(0.2, "old examples replayed, as a fraction of the new training set")
+    ewc_lambda: float = _opt(1.0, "strength of the (mean-normalised) Fisher penalty")
+    fisher_examples: int = _opt(200, "old-task examples used to estimate the Fisher diagonal")
     epochs: int = 3
     learning_rate: float = 5e-5
     batch_size: int = 32
@@ -259,10 +263,12 @@ def continual_finetune(model_dir: str, new_data: TaskData, old_data: TaskData, o
     """Fine-tune the model folder ``model_dir`` (trained on ``old_data``) on ``new_data``.
 
     Reports old-task scores before and after and new-task scores after; with
-    ``output_dir`` the model is saved as a normal model folder (+ report).
+    ``output_dir`` the model is saved as a normal model folder (+ ``continual_report.json``).
+    Like ``train``, the folder appears only when everything succeeded.
     """
     from tfpipeline.training.optimization import create_optimizer
     from tfpipeline.training.losses import loss_and_metrics
+    from tfpipeline.training.trainer import prepare_output, publish_run
 
     cfg = ContinualConfig(**{**asdict(config or ContinualConfig()), **overrides}).validate()
     if new_data.task != CLASSIFICATION or old_data.task != CLASSIFICATION:
@@ -272,67 +278,98 @@ def continual_finetune(model_dir: str, new_data: TaskData, old_data: TaskData, o
     if not old_eval or not new_eval or not new_data.train:
         raise DataError("continual learning needs new-task train data and evaluation splits for both tasks")
     old_model, encoder, old_labels, meta = load_task_model(model_dir)
-    old_task_labels = list(old_labels.names)
-    old_before = task_scores(Predictor(old_model, encoder, old_labels, CLASSIFICATION), old_eval, old_task_labels)
+    if old_model.task != CLASSIFICATION:
+        raise DataError(f"{model_dir}: continual learning supports classification models, not {old_model.task}")
+    if meta.get("head") or (meta.get("peft") and not meta["peft"].get("merged")):
+        # The union-label head is rebuilt from the folder's plain BERT weights: adapters or a
+        # zero-shot head would be silently dropped.
+        raise DataError(f"{model_dir}: continual learning needs a fully fine-tuned (or merged LoRA) model folder; "
+                        f"this one has {'a ' + meta['head'] + ' head' if meta.get('head') else 'adapters'}")
+    staging = prepare_output(output_dir, overwrite) if output_dir else None  # fail fast, before training
+    try:
+        old_task_labels = list(old_labels.names)
+        old_before = task_scores(Predictor(old_model, encoder, old_labels, CLASSIFICATION), old_eval,
+                                 old_task_labels)
 
-    new_names = new_data.labels or sorted({ex.label for ex in new_data.train})
-    labels = union_labels(old_labels, new_names)
-    tf_keras.utils.set_random_seed(cfg.seed)
-    fisher = fisher_diagonal(old_model, encoder, old_labels, old_data.train, max_examples=cfg.fisher_examples,
-                             seed=cfg.seed) if cfg.uses_ewc else {}
-    old_weights = {_weight_key(w): w.numpy() for w in old_model.weights}
-    model = expand_head(old_model, model_dir, old_labels, labels)
+        new_names = new_data.labels or sorted({ex.label for ex in new_data.train})
+        labels = union_labels(old_labels, new_names)
+        tf_keras.utils.set_random_seed(cfg.seed)
+        fisher = fisher_diagonal(old_model, encoder, old_labels, old_data.train, max_examples=cfg.fisher_examples,
+                                 seed=cfg.seed) if cfg.uses_ewc else {}
+        old_weights = {_weight_key(w): w.numpy() for w in old_model.weights}
+        model = expand_head(old_model, model_dir, old_labels, labels)
 
-    train_examples, replayed = (rehearsal_mix(new_data.train, old_data.train, cfg.replay_fraction, cfg.seed)
-                                if cfg.uses_rehearsal else (list(new_data.train), 0))
-    train_ds = make_dataset(train_examples, encoder, labels, CLASSIFICATION, batch_size=cfg.batch_size,
-                            training=True, seed=cfg.seed)
-    steps = cfg.epochs * max(1, -(-len(train_examples) // cfg.batch_size))
-    anchors = ewc_anchors(model, fisher, old_weights) if cfg.uses_ewc else []
-    trainer = EWCModel(model, anchors, cfg.ewc_lambda if cfg.uses_ewc else 0.0)
-    loss, metrics = loss_and_metrics(CLASSIFICATION)
-    trainer.compile(optimizer=create_optimizer(cfg.learning_rate, steps, warmup_ratio=cfg.warmup_ratio),
-                    loss=loss, metrics=metrics)
-    started = time.perf_counter()
-    history = trainer.fit(train_ds, epochs=cfg.epochs, verbose=verbose)
-    seconds = time.perf_counter() - started
+        train_examples, replayed = (rehearsal_mix(new_data.train, old_data.train, cfg.replay_fraction, cfg.seed)
+                                    if cfg.uses_rehearsal else (list(new_data.train), 0))
+        train_ds = make_dataset(train_examples, encoder, labels, CLASSIFICATION, batch_size=cfg.batch_size,
+                                training=True, seed=cfg.seed)
+        steps = cfg.epochs * max(1, -(-len(train_examples) // cfg.batch_size))
+        anchors = ewc_anchors(model, fisher, old_weights) if cfg.uses_ewc else []
+        trainer = EWCModel(model, anchors, cfg.ewc_lambda if cfg.uses_ewc else 0.0)
+        loss, metrics = loss_and_metrics(CLASSIFICATION)
+        trainer.compile(optimizer=create_optimizer(cfg.learning_rate, steps, warmup_ratio=cfg.warmup_ratio),
+                        loss=loss, metrics=metrics)
+        started = time.perf_counter()
+        history = trainer.fit(train_ds, epochs=cfg.epochs, verbose=verbose)
+        seconds = time.perf_counter() - started
 
-    predictor = Predictor(model, encoder, labels, CLASSIFICATION)
-    new_task_labels = [n for n in labels.names if n in set(new_names)]
-    report = {"method": cfg.method, "config": asdict(cfg), "labels": labels.names,
-              "old_task": old_data.name, "new_task": new_data.name, "replayed_examples": replayed,
-              "train_examples": len(train_examples), "train_seconds": round(seconds, 1),
-              "ewc_anchored_weights": int(sum(int(np.prod(v.shape)) for v, _, _ in anchors)),
-              "old_before": old_before, "old_after": task_scores(predictor, old_eval, old_task_labels),
-              "new_after": task_scores(predictor, new_eval, new_task_labels)}
-    report["old_forgetting"] = round(old_before["accuracy"] - report["old_after"]["accuracy"], 4)
-    if output_dir:
-        from tfpipeline.training.trainer import _prepare_output
-
-        staging = _prepare_output(output_dir, overwrite)
-        try:
+        predictor = Predictor(model, encoder, labels, CLASSIFICATION)
+        new_task_labels = [n for n in labels.names if n in set(new_names)]
+        report = {"method": cfg.method, "config": asdict(cfg), "labels": labels.names,
+                  "old_task": old_data.name, "new_task": new_data.name, "replayed_examples": replayed,
+                  "train_examples": len(train_examples), "train_seconds": round(seconds, 1),
+                  "ewc_anchored_weights": int(sum(int(np.prod(v.shape)) for v, _, _ in anchors)),
+                  "old_before": old_before, "old_after": task_scores(predictor, old_eval, old_task_labels),
+                  "new_after": task_scores(predictor, new_eval, new_task_labels)}
+        report["old_forgetting"] = round(old_before["accuracy"] - report["old_after"]["accuracy"], 4)
+        if staging:
             save_task_model(model, encoder, labels, staging, source_checkpoint=meta.get("source_checkpoint"),
                             dataset=new_data.name, continual={"from": os.path.abspath(model_dir),
                                                               "old_task": old_data.name, "method": cfg.method})
-            with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=2)
-            if os.path.exists(output_dir):
-                shutil.rmtree(output_dir)
-            os.replace(staging, output_dir)
-        except BaseException:
+            publish_run(staging, output_dir, report, report_file=REPORT_FILE)
+    except BaseException:
+        if staging:
             shutil.rmtree(staging, ignore_errors=True)
-            raise
+        raise
     return ContinualResult(model, encoder, labels, output_dir, report, dict(history.history))
+
+
+def summarize(report: Dict[str, Any]) -> Dict[str, Any]:
+    """The headline numbers of a ``continual_finetune`` report (one row of a comparison)."""
+    return {"old_before": report["old_before"]["accuracy"], "old_after": report["old_after"]["accuracy"],
+            "old_after_open_set": report["old_after"]["open_set_accuracy"],
+            "new_after": report["new_after"]["accuracy"], "forgetting": report["old_forgetting"],
+            "train_seconds": report["train_seconds"]}
 
 
 def compare_methods(model_dir: str, new_data: TaskData, old_data: TaskData,
                     methods: Sequence[str] = ("none", "rehearsal", "ewc"), **settings) -> Dict[str, Dict]:
-    """Run ``continual_finetune`` once per method from the same start; the with/without comparison."""
-    out = {}
-    for method in methods:
-        report = continual_finetune(model_dir, new_data, old_data, method=method, **settings).report
-        out[method] = {"old_before": report["old_before"]["accuracy"], "old_after": report["old_after"]["accuracy"],
-                       "old_after_open_set": report["old_after"]["open_set_accuracy"],
-                       "new_after": report["new_after"]["accuracy"], "forgetting": report["old_forgetting"],
-                       "train_seconds": report["train_seconds"]}
-    return out
+    """Run ``continual_finetune`` once per method from the same start; the with/without comparison.
+
+    Nothing is saved (``output_dir`` is not accepted); returns ``{method: summarize(report)}``.
+    """
+    if "output_dir" in settings:
+        raise DataError("compare_methods saves no model folders; run continual_finetune for the chosen method")
+    for method in methods:  # an unknown method fails before any training
+        ContinualConfig(method=method).validate()
+    return {method: summarize(continual_finetune(model_dir, new_data, old_data, method=method, **settings).report)
+            for method in methods}
+
+
+_COLUMNS = (("old_before", "old before"), ("old_after", "old after"), ("old_after_open_set", "old open-set"),
+            ("new_after", "new after"), ("forgetting", "forgetting"), ("train_seconds", "train s"))
+
+
+def format_comparison(rows: Dict[str, Dict[str, Any]], old_task: str = "", new_task: str = "") -> str:
+    """Plain-text table of ``summarize`` rows, one per method.
+
+    Accuracies; "old after" is task-aware (argmax over the old labels),
+    "old open-set" the argmax over every label; forgetting = before - after.
+    """
+    width = max([len("method")] + [len(m) for m in rows]) + 2
+    lines = [f"old task {old_task} -> new task {new_task} (accuracy)"] if old_task or new_task else []
+    lines.append(f"{'method':<{width}}" + "".join(f"{title:>13}" for _, title in _COLUMNS))
+    for method, row in rows.items():
+        cells = [f"{row[key]:>13.1f}" if key == "train_seconds" else f"{row[key]:>13.4f}" for key, _ in _COLUMNS]
+        lines.append(f"{method:<{width}}" + "".join(cells))
+    return "\n".join(lines)

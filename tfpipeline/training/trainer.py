@@ -85,8 +85,11 @@ def _as_config(config: Union[TrainConfig, Dict[str, Any], None], overrides: Dict
     return config.validate()
 
 
-def _prepare_output(path: str, overwrite: bool) -> str:
-    """Refuse to clobber a finished run; return a fresh staging folder beside ``path``."""
+def prepare_output(path: str, overwrite: bool) -> str:
+    """Refuse to clobber a finished run; return a fresh staging folder beside ``path``.
+
+    Call it before the expensive work, so a clash fails fast; finish with ``publish_run``.
+    """
     if os.path.exists(path) and not os.path.isdir(path):
         raise DataError(f"{path}: output_dir exists and is a file, not a folder")
     if os.path.exists(path) and os.listdir(path) and not overwrite:
@@ -174,10 +177,16 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
     return FitResult(model, encoder, labels, dict(history.history), params, train_seconds, global_batch)
 
 
-def publish_run(staging: str, output_dir: str, report: Dict[str, Any]) -> None:
-    """Write the evaluation report into ``staging`` and move it to ``output_dir`` in one rename."""
-    with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+def publish_run(staging: str, output_dir: str, report: Optional[Dict[str, Any]] = None, *,
+                report_file: str = REPORT_FILE) -> None:
+    """Write ``report`` (if any) into ``staging`` as ``report_file`` and move it to ``output_dir`` in one rename.
+
+    ``staging`` comes from ``prepare_output(output_dir, ...)``; an existing
+    ``output_dir`` (allowed there by ``overwrite``) is replaced.
+    """
+    if report is not None:
+        with open(os.path.join(staging, report_file), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
     if os.path.exists(output_dir):
         shutil.rmtree(output_dir)
     os.replace(staging, output_dir)
@@ -201,7 +210,7 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
         for name in ([ex.label] if data.task == "classification" else list(ex.tags or [])):
             labels.id(name, ex.origin)
 
-    staging = _prepare_output(cfg.output_dir, cfg.overwrite)
+    staging = prepare_output(cfg.output_dir, cfg.overwrite)
     try:
         fit = fit_model(cfg, data, staging, strategy=strategy, callbacks=callbacks, labels=labels, say=say)
         peft_meta = {}
