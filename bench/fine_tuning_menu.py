@@ -19,7 +19,7 @@ and inference latency per example at batch 1.
 Latencies are medians at batch 1 over ``--latency-examples`` test texts with
 ``--threads`` TF/TFLite threads; the machine is shared, so compare rows of one
 run, not runs. Prints each method's ratios against ``full`` (accuracy, macro-F1,
-train_s, latency_ms, trainable_params, size_mb; > 1 = better than full) and writes
+train_s, latency_ms, trainable_params, size_mb, task_artifact_mb; > 1 = better than full) and writes
 bench/results/fine_tuning_menu.{json,md} (the JSON with a ``ratios`` list) and
 fine_tuning_menu.png (the ratio plot; needs matplotlib).
 
@@ -63,7 +63,7 @@ PROMPTS = {
 METHODS = ("full", "lora", "adapter", "distilled", "tflite_int8", "zeroshot", "fewshot")
 # (metric, higher is better) of the ratio rows, every method against ``full``.
 RATIO_METRICS = (("accuracy", True), ("macro_f1", True), ("train_s", False), ("latency_ms", False),
-                 ("trainable_params", False), ("size_mb", False))
+                 ("trainable_params", False), ("size_mb", False), ("task_artifact_mb", False))
 
 
 def slice_data(name: str, n_train: int, n_eval: int, n_test: int, seed: int) -> TaskData:

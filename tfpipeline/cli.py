@@ -540,10 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("zeroshot", help="zero-/few-shot classification by prompt similarity (MiniLM embeddings)")
+    p = sub.add_parser("zeroshot", help="zero-/few-shot classification: masked-LM cloze prompt or prompt similarity")
     p.add_argument("texts", nargs="*")
     p.add_argument("--labels", type=_str_list, help="candidate labels, comma-separated")
-    p.add_argument("--template", default="This review is {}.", help="prompt with {} (or {label}) for the word")
+    p.add_argument("--method", choices=["auto", "similarity", "cloze"], default="auto",
+                   help="cloze: masked-LM prompt + label words (needs a checkpoint with an MLM head); similarity: "
+                        "sentence-embedding similarity to label prompts; auto: cloze if the checkpoint has an MLM head")
+    p.add_argument("--template",
+                   help="similarity: prompt with {} (or {label}) for the word (default 'This review is {}.'); "
+                        "cloze: {text} and one [MASK] (default '{text} It was [MASK].')")
     p.add_argument("--verbalizer", help="label words: 'positive=good,great;negative=bad,awful'")
     p.add_argument("--model", default="minilm", help="checkpoint alias or folder")
     p.add_argument("--shots-file", help="labelled CSV/TSV/JSONL of few-shot examples")
@@ -551,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column")
     p.add_argument("--pair-column")
     p.add_argument("--prompt-weight", type=float, default=0.5,
-                   help="with shots: label vector = w * prompt + (1 - w) * prototype (1 = prompts only)")
+                   help="similarity with shots: label vector = w * prompt + (1 - w) * prototype (1 = prompts only)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="with shots: prompt fine-tuning epochs")
     p.add_argument("--learning-rate", type=float, default=5e-5)
     p.add_argument("--dataset", help="evaluate on this built-in dataset's test split")

@@ -118,6 +118,10 @@ def load_task_model(directory: str, *, max_length: Optional[int] = None) -> Tupl
         from tfpipeline.models.zeroshot import load_label_vector_classifier
 
         return load_label_vector_classifier(directory, meta), encoder, labels, meta
+    if meta.get("head") == "cloze":   # a saved masked-LM prompt classifier (tfpipeline.models.cloze)
+        from tfpipeline.models.cloze import load_cloze_classifier
+
+        return load_cloze_classifier(directory, meta), encoder, labels, meta
     model = build_task_model(directory, meta["task"], labels)
     peft = meta.get("peft")
     if peft and not peft.get("merged"):

@@ -1,7 +1,8 @@
 """Prompt-based zero-shot and few-shot classification by sentence-embedding similarity.
 
 all-MiniLM-L6-v2 ships no masked-LM head, so cloze-style prompting ("it was
-[MASK]") is not available. It *is* trained so that mean-pooled, L2-normalised
+[MASK]", ``tfpipeline.models.cloze`` for checkpoints that have one) is not
+available for it. It *is* trained so that mean-pooled, L2-normalised
 token states of related sentences are close (cosine), so a text is classified
 by its similarity to prompt-templated label descriptions:
 
