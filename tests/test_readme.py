@@ -1,6 +1,7 @@
 """The README's Python example runs as written (on a small slice of its dataset)."""
 import os
 import re
+import shlex
 
 import pytest
 
@@ -18,3 +19,27 @@ def test_readme_keras_fit_example_runs(tmp_path):
     exec(compile(small, "README.md", "exec"), namespace)
     assert namespace["model"].history.history["loss"], "fit did not run"
     assert os.path.isfile(os.path.join(tmp_path, "py", "history.csv"))
+
+
+def readme_commands(text: str):
+    """Every ``tfpipeline ...`` command in the README's bash blocks (continuations joined, comments cut)."""
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line.startswith("tfpipeline "):
+                yield shlex.split(line, comments=True)
+
+
+def test_readme_cli_commands_parse():
+    """Stale flags in the README's command examples fail here instead of on a user's machine."""
+    from tfpipeline.cli import build_parser
+
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    commands = list(readme_commands(readme))
+    assert len(commands) >= 10
+    parser = build_parser()
+    for argv in commands:
+        try:
+            parser.parse_args(argv[1:])
+        except SystemExit:
+            pytest.fail(f"README command does not parse: {' '.join(argv)}")
