@@ -86,3 +86,19 @@ def test_pruning_reaches_the_target_sparsity(tmp_path, trained_classifier, clf_d
     assert zipped_size(os.path.join(out, "tf_model.h5")) < zipped_size(
         os.path.join(trained_classifier.output_dir, "tf_model.h5"))
 
+
+
+@pytest.mark.integration  # the TFLite (MLIR) conversion alone takes 15-25 s on 2 cores
+def test_float32_tflite_matches_the_served_saved_model(tmp_path, trained_classifier):
+    """Same model, two deployment paths: the on-device float32 TFLite and the SavedModel's raw-text signature."""
+    import tensorflow as tf
+
+    from tfpipeline.export import export_model
+
+    texts = ["a great film", "an awful plot", "the story was really quite awful " * 10, "", "naïve café déjà vu"]
+    saved = tf.saved_model.load(export_model(trained_classifier.output_dir, str(tmp_path / "exports"), "clf"))
+    served = saved.signatures["serving_default"](text=tf.constant(texts))["scores"].numpy()
+    path = export_tflite(trained_classifier.model, trained_classifier.encoder, trained_classifier.labels,
+                         str(tmp_path / "float32"), quantize="float32")
+    lite = TFLiteClassifier.from_directory(path).class_probabilities(texts)
+    np.testing.assert_allclose(lite, served, atol=1e-4)

@@ -392,13 +392,3 @@ def test_export_rejects_bad_sources_and_names(tmp_path):
         export_model(str(tmp_path), str(tmp_path / "base"), "m")   # not a model folder
     with pytest.raises(ExportError):
         export_model((None, None, None, "ner"), str(tmp_path), "../escape")
-
-
-# --------------------------------------------------------------------------- TFLite (optional path)
-@pytest.mark.integration  # the TFLite (MLIR) conversion alone takes 15-25 s on 2 cores
-def test_tflite_predict_ids_agrees_with_saved_model(exports, tmp_path):
-    from tfpipeline.export.tflite import compare_tflite, export_tflite
-
-    path = export_tflite(exports["clf_export"], str(tmp_path / "sentiment.tflite"), quantize="none")
-    report = compare_tflite(path, exports["clf_export"], TEXTS)
-    assert report["label_agreement"] == 1.0 and report["max_abs_score_diff"] < 1e-4, report
