@@ -32,10 +32,10 @@ import benchlib  # noqa: E402
 DEFAULT_EPOCHS = 2
 # Per-dataset recipe on top of the defaults (batch 32, warmup 10%, weight decay 0.01, early stopping).
 RECIPES = {
-    "rotten_tomatoes": {"max_length": 64, "learning_rate": 5e-5},
+    "rotten_tomatoes": {"max_length": 64, "learning_rate": 1e-4},   # 5e-5 gave 84.7
     "tweet_sentiment": {"max_length": 64, "learning_rate": 5e-5},
-    # 17 intents, most with few examples: 2 epochs at 1e-4 gave 91.9
-    "atis_intent": {"max_length": 64, "learning_rate": 1e-4, "epochs": 4},
+    # 17 intents, most with few examples: 2 epochs at 1e-4 gave 91.9, 4 epochs 91.7 (rare intents never predicted)
+    "atis_intent": {"max_length": 64, "learning_rate": 2e-4, "epochs": 6},
     "atis_slots": {"max_length": 64, "learning_rate": 2e-4, "epochs": 3},   # = configs/atis_slots.yaml
     # rare entities in 1.8k tweets: 2 epochs at 1e-4 predicted only O (F1 0.0)
     "wnut16": {"max_length": 128, "learning_rate": 2e-4, "epochs": 10, "early_stopping_patience": 4},

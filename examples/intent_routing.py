@@ -7,7 +7,7 @@ The recipe fine-tunes MiniLM on ``atis_intent``, prints how coverage and
 accuracy of the automated share trade off against the threshold on the test
 split, then serves the model and routes new messages through its REST API.
 
-    python examples/intent_routing.py            # ~6-8 min on 2 idle CPU cores
+    python examples/intent_routing.py            # ~8-10 min on 2 idle CPU cores
     python examples/intent_routing.py --smoke    # tiny random model, < 60 s
 """
 from __future__ import annotations

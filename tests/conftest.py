@@ -145,3 +145,57 @@ def trained_ner(tmp_path_factory, tiny_checkpoint, ner_data):
 
     out = str(tmp_path_factory.mktemp("runs") / "ner")
     return train(data=ner_data, model=tiny_checkpoint, output_dir=out, **TINY_TRAIN)
+
+
+# --------------------------------------------------------------------------- exports (test_export, test_serving)
+CLF_LABELS = ["neg", "pos"]
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+CLF_NAME, NER_NAME = "sentiment", "entities"
+TEXTS = ["Alice Smith flew from Paris to Tokyo.", "", "naïve café, déjà vu — 東京 in Tokyo!",
+         "the movie was great " * 20, "  spaces   and\ttabs ", "awful"]
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory, tiny_checkpoint) -> dict:
+    """The tiny BERT exported once per session: a classifier (from in-memory objects, holding optimizer
+    state that must not be exported) and a NER tagger (from its model folder, via the CLI)."""
+    import tf_keras
+
+    from tfpipeline.cli import main
+    from tfpipeline.data.labels import LabelMap
+    from tfpipeline.data.tokenization import TextEncoder
+    from tfpipeline.export import export_model
+    from tfpipeline.models.task_model import build_task_model, save_task_model
+
+    root = tmp_path_factory.mktemp("tiny_exports")
+    base = str(root / "base")
+    encoder = TextEncoder.from_directory(tiny_checkpoint, max_length=32)
+
+    labels = LabelMap(CLF_LABELS)
+    clf = build_task_model(tiny_checkpoint, CLASSIFICATION, labels)
+    clf.compile(optimizer=tf_keras.optimizers.Adam(1e-3),
+                loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    clf.optimizer.build(clf.trainable_variables)   # Adam slots + step counter, as after training
+    assert len(clf.optimizer.variables()) > len(clf.trainable_variables), "the optimizer should hold state"
+    clf_dir = save_task_model(clf, encoder, labels, str(root / "clf_model"))
+    clf_export = export_model((clf, encoder, labels, CLASSIFICATION), base, CLF_NAME)
+
+    tags = LabelMap(NER_LABELS)
+    ner_dir = save_task_model(build_task_model(tiny_checkpoint, NER, tags), encoder, tags, str(root / "ner_model"))
+    assert main(["export", "--model-dir", ner_dir, "--base-dir", base, "--name", NER_NAME]) == 0
+    return dict(base=base, clf_dir=clf_dir, ner_dir=ner_dir, clf_export=clf_export,
+                ner_export=os.path.join(base, NER_NAME, "1"), clf_variables=len(clf.variables))
+
+
+@pytest.fixture(scope="session")
+def clf_predictor(exports):
+    from tfpipeline.inference import Predictor
+
+    return Predictor.from_directory(exports["clf_dir"])
+
+
+@pytest.fixture(scope="session")
+def ner_predictor(exports):
+    from tfpipeline.inference import Predictor
+
+    return Predictor.from_directory(exports["ner_dir"])

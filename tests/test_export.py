@@ -1,9 +1,9 @@
 """SavedModel export: signature table (via saved_model_cli), parity with the Keras model, ops, versioning.
 
-The tiny random BERT is exported once per session (``tiny_exports``, also
-used by test_serving.py): a classifier that took one Adam step (so it has
-optimizer state that must *not* be exported), exported from in-memory
-objects, and a NER tagger exported from its model folder via the CLI.
+The tiny random BERT is exported once per session (the ``exports`` fixture in
+conftest.py, shared with test_serving.py): a classifier with optimizer state
+that must *not* be exported, exported from in-memory objects, and a NER
+tagger exported from its model folder via the CLI.
 """
 from __future__ import annotations
 
@@ -18,66 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import CLF_LABELS, CLF_NAME, NER_LABELS, NER_NAME, TEXTS
 from tfpipeline.data.examples import CLASSIFICATION, NER
-from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
-
-CLF_LABELS = ["neg", "pos"]
-NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-CLF_NAME, NER_NAME = "sentiment", "entities"
-TEXTS = ["Alice Smith flew from Paris to Tokyo.", "", "naïve café, déjà vu — 東京 in Tokyo!",
-         "the movie was great " * 20, "  spaces   and\ttabs ", "awful"]
-_CACHE: dict = {}
-
-
-def tiny_exports(tmp_path_factory, checkpoint: str) -> dict:
-    """Build both tiny exports once per session (shared with test_serving.py through this cache)."""
-    if _CACHE:
-        return _CACHE
-    import tf_keras
-
-    from tfpipeline.cli import main
-    from tfpipeline.export import export_model
-    from tfpipeline.models.task_model import build_task_model, save_task_model
-
-    root = tmp_path_factory.mktemp("tiny_exports")
-    base = str(root / "base")
-    encoder = TextEncoder.from_directory(checkpoint, max_length=32)
-
-    labels = LabelMap(CLF_LABELS)
-    clf = build_task_model(checkpoint, CLASSIFICATION, labels)
-    clf.compile(optimizer=tf_keras.optimizers.Adam(1e-3),
-                loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    clf.optimizer.build(clf.trainable_variables)   # Adam slots + step counter, as after training
-    assert len(clf.optimizer.variables()) > len(clf.trainable_variables), "the optimizer should hold state"
-    clf_dir = save_task_model(clf, encoder, labels, str(root / "clf_model"))
-    clf_export = export_model((clf, encoder, labels, CLASSIFICATION), base, CLF_NAME)
-
-    tags = LabelMap(NER_LABELS)
-    ner_dir = save_task_model(build_task_model(checkpoint, NER, tags), encoder, tags, str(root / "ner_model"))
-    assert main(["export", "--model-dir", ner_dir, "--base-dir", base, "--name", NER_NAME]) == 0
-    _CACHE.update(base=base, clf_dir=clf_dir, ner_dir=ner_dir, clf_export=clf_export,
-                  ner_export=os.path.join(base, NER_NAME, "1"), clf_variables=len(clf.variables))
-    return _CACHE
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory, tiny_checkpoint):
-    return tiny_exports(tmp_path_factory, tiny_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def clf_predictor(exports):
-    from tfpipeline.inference import Predictor
-
-    return Predictor.from_directory(exports["clf_dir"])
-
-
-@pytest.fixture(scope="module")
-def ner_predictor(exports):
-    from tfpipeline.inference import Predictor
-
-    return Predictor.from_directory(exports["ner_dir"])
 
 
 @pytest.fixture(scope="module")

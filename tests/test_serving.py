@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
 from serving import GrpcClient, Limits, ModelServer, RestClient, RestError
-from test_export import CLF_LABELS, CLF_NAME, NER_NAME, TEXTS, tiny_exports
+from conftest import CLF_LABELS, CLF_NAME, NER_NAME, TEXTS
 
 MAX_BATCH, MAX_TEXT = 8, 500
 
@@ -37,11 +37,6 @@ def copy_version(exports_base: str, base: str, name: str, version: int = 1, as_v
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory, tiny_checkpoint):
-    return tiny_exports(tmp_path_factory, tiny_checkpoint)
-
-
-@pytest.fixture(scope="module")
 def server(exports, tmp_path_factory):
     base = str(tmp_path_factory.mktemp("serving_base"))
     for name in (CLF_NAME, NER_NAME):
@@ -52,20 +47,6 @@ def server(exports, tmp_path_factory):
     srv.start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def clf_predictor(exports):
-    from tfpipeline.inference import Predictor
-
-    return Predictor.from_directory(exports["clf_dir"])
-
-
-@pytest.fixture(scope="module")
-def ner_predictor(exports):
-    from tfpipeline.inference import Predictor
-
-    return Predictor.from_directory(exports["ner_dir"])
 
 
 @pytest.fixture(scope="module")

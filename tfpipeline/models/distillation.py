@@ -29,7 +29,6 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from tfpipeline import _env  # noqa: F401
@@ -45,6 +44,7 @@ from tfpipeline.evaluation.evaluate import evaluate_examples
 from tfpipeline.inference import Predictor
 from tfpipeline.models.task_model import TaskModel, count_params, load_task_model, save_task_model
 from tfpipeline.training.optimization import create_optimizer
+from tfpipeline.training.trainer import TrainResult, prepare_output, publish_run
 
 REPORT_FILE = "eval_report.json"
 log = logging.getLogger(__name__)
@@ -222,16 +222,8 @@ class KeepBestWeights(tf_keras.callbacks.Callback):
 
 
 # ---------------------------------------------------------------- end to end
-@dataclass
-class DistillResult:
-    model: TaskModel
-    encoder: TextEncoder
-    labels: LabelMap
-    output_dir: str
-    report: Dict[str, Any]
-    history: Dict[str, list] = field(default_factory=dict)
-    params: Dict[str, int] = field(default_factory=dict)
-    train_seconds: float = 0.0
+# The distilled student is reported exactly like a trained model (model, report, history, params, time).
+DistillResult = TrainResult
 
 
 def _headline(report: Dict[str, Any]) -> Dict[str, Any]:
@@ -252,8 +244,6 @@ def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, nu
     epoch by validation accuracy is kept; the report (``eval_report.json``)
     includes the teacher's scores on the same split.
     """
-    from tfpipeline.training.trainer import prepare_output, publish_run
-
     say = print if verbose else (lambda *a, **k: None)
     if isinstance(data, str):
         from tfpipeline.data.catalog import load_dataset
