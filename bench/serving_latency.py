@@ -9,6 +9,7 @@ over the summed request times), in bounded loops.
     python bench/serving_latency.py                          # tiny random model (seconds)
     python bench/serving_latency.py --checkpoint minilm      # MiniLM-L6 backbone, random head
     python bench/serving_latency.py --model-dir runs/rotten_tomatoes --requests 100
+    python bench/serving_latency.py --checkpoint minilm --threads 1   # TF intra/inter-op threads
 
 Prints the ratio table (p50 latency and examples/s of each path against the Keras
 ``Predictor``, at batch 1 and 32) and writes bench/results/serving_latency.json (with a
@@ -90,8 +91,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--requests", type=int, default=200, help="timed requests at batch 1")
     parser.add_argument("--batch-requests", type=int, default=20, help="timed requests at batch 32")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TF intra- and inter-op threads (0 = TF's default: all cores)")
     parser.add_argument("--out", default="bench/results/serving_latency.json")
     args = parser.parse_args(argv)
+    if args.threads:
+        benchlib.configure_tf_threads(args.threads)
 
     import tensorflow_text  # noqa: F401
 
@@ -132,6 +137,7 @@ def main(argv=None) -> dict:
     report = {"benchmark": "serving_latency", "model_dir": args.model_dir,
               "checkpoint": None if args.model_dir else args.checkpoint, "task": task,
               "max_length": predictor.encoder.max_length, "export_seconds": export_seconds,
+              "threads": args.threads or None,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
                           "loadavg_1_5_15": benchlib.machine_info().get("loadavg_1_5_15")},
               "results": {str(b): r for b, r in results.items()}, "ratios": rows, "table": table}

@@ -401,16 +401,19 @@ def test_serve_cli_end_to_end(exports, tmp_path):
     os.makedirs(os.path.join(base, CLF_NAME))
     copy_version(exports["base"], base, CLF_NAME)
     proc = subprocess.Popen([sys.executable, "-m", "tfpipeline.cli", "serve", "--model-base", base,
-                             "--grpc-port", "0", "--rest-port", "0", "--poll-seconds", "0"],
+                             "--grpc-port", "0", "--rest-port", "0", "--poll-seconds", "0",
+                             "--intra-op-threads", "1", "--inter-op-threads", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        line = ""
+        line, printed = "", []
         deadline = time.time() + 90
         while "serving" not in line and time.time() < deadline:
             line = proc.stdout.readline()
+            printed.append(line)
             if not line and proc.poll() is not None:
                 break
         assert "REST http://" in line, line
+        assert "[tfpipeline] TF threads: intra-op 1, inter-op 2\n" in printed, printed  # read back from TF
         rest_url = line.split("REST ")[1].split()[0]
         grpc_target = line.split("gRPC ")[1].split(",")[0]
         assert RestClient(rest_url, CLF_NAME).status()[0]["state"] == "AVAILABLE"
@@ -419,6 +422,17 @@ def test_serve_cli_end_to_end(exports, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)          # what docker stop / Kubernetes send
         assert proc.wait(timeout=30) == 0
+
+
+def test_serve_cli_thread_errors(exports, tmp_path, capsys):
+    from tfpipeline.cli import main
+
+    args = ["serve", "--model-base", exports["base"], "--grpc-port", "-1", "--rest-port", "-1"]
+    assert main(args + ["--intra-op-threads", "-1"]) == 2
+    assert "--intra-op-threads must be >= 0" in capsys.readouterr().err
+    # this test process has run TF ops already: TF refuses new pool sizes, the CLI says so instead of crashing
+    assert main(args + ["--inter-op-threads", "3"]) == 2
+    assert "cannot set TensorFlow threads now" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- configs for real TF Serving

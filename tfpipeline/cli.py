@@ -155,6 +155,7 @@ def cmd_serve(args) -> int:
     from serving.server import ModelServer
 
     logging.basicConfig(level=logging.INFO, format="[serving] %(message)s")
+    threads = set_tf_threads(args.intra_op_threads, args.inter_op_threads)
     try:
         server = ModelServer(args.model_base, host=args.host,
                              grpc_port=None if args.grpc_port < 0 else args.grpc_port,
@@ -169,6 +170,7 @@ def cmd_serve(args) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     server.start()
+    print(f"[tfpipeline] TF threads: intra-op {threads[0] or 'default'}, inter-op {threads[1] or 'default'}")
     print(f"[tfpipeline] serving {args.model_base}: gRPC {server.grpc_target or 'off'}, REST {server.rest_url or 'off'}"
           " (Ctrl-C stops)", flush=True)
     try:
@@ -178,6 +180,27 @@ def cmd_serve(args) -> int:
     finally:
         server.stop()
     return 0
+
+
+def set_tf_threads(intra_op: Optional[int], inter_op: Optional[int]) -> tuple:
+    """Set TF's thread pools (like TF Serving's --tensorflow_{intra,inter}_op_parallelism); 0/None = TF default.
+
+    Must run before TensorFlow executes its first op. Returns the values in force (0 = all cores).
+    """
+    import tensorflow as tf
+
+    for value, name in ((intra_op, "--intra-op-threads"), (inter_op, "--inter-op-threads")):
+        if value is not None and value < 0:
+            raise DataError(f"{name} must be >= 0 (0 = TensorFlow's default), got {value}")
+    try:
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as e:  # TF already ran an op in this process
+        raise DataError(f"cannot set TensorFlow threads now: {e}") from None
+    return (tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads())
 
 
 def _reader_options(args) -> Dict[str, Any]:
@@ -484,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-text-bytes", type=int, default=10_000, help="longest accepted text (UTF-8 bytes)")
     p.add_argument("--poll-seconds", type=float, default=5.0, help="how often to look for new versions (0 = never)")
     p.add_argument("--keep-versions", type=int, help="serve only the newest N versions (default: all)")
+    p.add_argument("--intra-op-threads", type=int, default=0,
+                   help="threads one op may use (0 = all cores); 1 lowers batch-1 latency on small CPUs")
+    p.add_argument("--inter-op-threads", type=int, default=0, help="ops run at the same time (0 = TF default)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("distill", help="distil a trained model folder into a shallower student model folder")
