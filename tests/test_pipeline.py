@@ -159,6 +159,19 @@ def test_each_example_once_per_epoch_and_reshuffled(encoder):
     assert rows(val) == rows(val) and collections.Counter(rows(val)) == expected
 
 
+@pytest.mark.parametrize("kind", ["bucketed", "static", "padded", "ner"])
+def test_datasets_run_without_the_autotuner(encoder, kind):
+    """With tf.data's autotuner on, every Keras epoch ends with seconds of idle teardown (bench/input_pipeline.py)."""
+    if kind == "ner":
+        examples = [TokenExample(("a", "b"), ("B-PER", "O"), "x.conll:1")]
+        ds = make_dataset(examples, encoder, LabelMap(["O", "B-PER", "I-PER"]), NER, batch_size=2, training=True)
+    else:
+        options = {"bucketed": {}, "static": {"static_shapes": True}, "padded": {"bucket": False}}[kind]
+        ds = make_dataset(mixed_length_examples(n=16), encoder, LABELS, CLASSIFICATION, batch_size=4,
+                          training=kind == "bucketed", **options)
+    assert ds.options().autotune.enabled is False
+
+
 def test_labels_follow_their_rows(encoder):
     """After shuffling and bucketing each row still carries its own label."""
     examples = mixed_length_examples(n=40, seed=2)
