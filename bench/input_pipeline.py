@@ -153,7 +153,8 @@ def main(argv=None):
     benchlib.write_json(args.out, {
         "benchmark": "input_pipeline", "dataset": args.dataset, "model": args.model, "max_length": args.max_length,
         "padding_fraction": padding, "pipeline_examples_per_s": pipeline_eps,
-        "model_train_examples_per_s": model_eps, "fit_epoch_overhead_s": overhead, "devices": [d.name for d in tf.config.list_logical_devices()],
+        "model_train_examples_per_s": model_eps, "fit_epoch_overhead_s": overhead,
+        "devices": [d.name for d in tf.config.list_logical_devices()],
         "machine": benchlib.machine_info(), "ratios": rows, "table": table})
     plot = benchlib.plot_ratios(rows, os.path.splitext(args.out)[0] + ".png",
                                 f"input pipeline ({args.dataset}, max_length {args.max_length})")

@@ -161,7 +161,7 @@ def test_each_example_once_per_epoch_and_reshuffled(encoder):
 
 @pytest.mark.parametrize("kind", ["bucketed", "static", "padded", "ner"])
 def test_datasets_run_without_the_autotuner(encoder, kind):
-    """With tf.data's autotuner on, every Keras epoch ends with seconds of idle teardown (bench/input_pipeline.py)."""
+    """With tf.data's autotuner on, Keras fit calls can end with seconds of idle teardown (bench/input_pipeline.py)."""
     if kind == "ner":
         examples = [TokenExample(("a", "b"), ("B-PER", "O"), "x.conll:1")]
         ds = make_dataset(examples, encoder, LabelMap(["O", "B-PER", "I-PER"]), NER, batch_size=2, training=True)
