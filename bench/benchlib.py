@@ -28,10 +28,9 @@ def cpu_count() -> int:
 
 def configure_tf_threads(threads: int) -> None:
     """Give TensorFlow ``threads`` intra-op and inter-op threads (call before any TF op runs)."""
-    import tensorflow as tf
+    from tfpipeline.training.strategy import set_tf_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    set_tf_threads(threads, threads)
 
 
 class Stopwatch:

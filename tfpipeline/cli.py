@@ -155,7 +155,12 @@ def cmd_serve(args) -> int:
     from serving.server import ModelServer
 
     logging.basicConfig(level=logging.INFO, format="[serving] %(message)s")
-    threads = set_tf_threads(args.intra_op_threads, args.inter_op_threads)
+    from tfpipeline.training.strategy import set_tf_threads
+
+    try:
+        threads = set_tf_threads(args.intra_op_threads, args.inter_op_threads)
+    except ValueError as e:
+        raise DataError(str(e)) from None
     try:
         server = ModelServer(args.model_base, host=args.host,
                              grpc_port=None if args.grpc_port < 0 else args.grpc_port,
@@ -180,27 +185,6 @@ def cmd_serve(args) -> int:
     finally:
         server.stop()
     return 0
-
-
-def set_tf_threads(intra_op: Optional[int], inter_op: Optional[int]) -> tuple:
-    """Set TF's thread pools (like TF Serving's --tensorflow_{intra,inter}_op_parallelism); 0/None = TF default.
-
-    Must run before TensorFlow executes its first op. Returns the values in force (0 = all cores).
-    """
-    import tensorflow as tf
-
-    for value, name in ((intra_op, "--intra-op-threads"), (inter_op, "--inter-op-threads")):
-        if value is not None and value < 0:
-            raise DataError(f"{name} must be >= 0 (0 = TensorFlow's default), got {value}")
-    try:
-        if intra_op:
-            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-        if inter_op:
-            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    except RuntimeError as e:  # TF already ran an op in this process
-        raise DataError(f"cannot set TensorFlow threads now: {e}") from None
-    return (tf.config.threading.get_intra_op_parallelism_threads(),
-            tf.config.threading.get_inter_op_parallelism_threads())
 
 
 def _reader_options(args) -> Dict[str, Any]:

@@ -1,7 +1,7 @@
-"""Pick a ``tf.distribute`` strategy by name (default, mirrored, multiworker, tpu, auto)."""
+"""Pick a ``tf.distribute`` strategy by name (default, mirrored, multiworker, tpu, auto); size TF's thread pools."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 from tfpipeline import _env  # noqa: F401
 
@@ -38,3 +38,23 @@ def _tpu_strategy(tpu: Optional[str]) -> tf.distribute.Strategy:
 
 def is_tpu(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+
+
+def set_tf_threads(intra_op: Optional[int] = None, inter_op: Optional[int] = None) -> Tuple[int, int]:
+    """Size TF's thread pools, as TF Serving's --tensorflow_{intra,inter}_op_parallelism do; 0/None = TF default.
+
+    Must run before TensorFlow executes its first op (ValueError otherwise, and for negative values).
+    Returns the values in force (0 = TF's default, all cores).
+    """
+    for value, name in ((intra_op, "--intra-op-threads"), (inter_op, "--inter-op-threads")):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0 (0 = TensorFlow's default), got {value}")
+    try:
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as e:  # TF already ran an op in this process
+        raise ValueError(f"cannot set TensorFlow threads now: {e}") from None
+    return (tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads())
