@@ -105,9 +105,10 @@ def row(method: str, report: Dict, **extra) -> Dict:
 
 
 def run_dataset(name: str, args, say: Callable) -> List[Dict]:
-    from tfpipeline.inference import Predictor
-    from tfpipeline.models.compression import TFLiteClassifier, evaluate_tflite, export_tflite
-    from tfpipeline.models.distillation import distill
+    from tfpipeline.config import DistillConfig
+    from tfpipeline.evaluation.tflite import evaluate_tflite
+    from tfpipeline.export.tflite import TFLiteClassifier, export_tflite
+    from tfpipeline.training.distill import distill
     from tfpipeline.training.trainer import train
 
     data = slice_data(name, args.train, args.eval, args.test, args.seed)
@@ -129,7 +130,8 @@ def run_dataset(name: str, args, say: Callable) -> List[Dict]:
                         train_s=round(result.train_seconds, 1),
                         size_mb=round(folder_mb(out), 1),
                         task_artifact_mb=round(folder_mb(out, ("peft_weights.npz",)) if peft else folder_mb(out), 2),
-                        latency_ms=round(keras_latency_ms(result.model, result.encoder, latency_texts), 2)))
+                        latency_ms=round(keras_latency_ms(result.bundle.model, result.bundle.encoder,
+                                                          latency_texts), 2)))
         say(f"   {method}: {rows[-1]} ({time.perf_counter() - started:.0f}s)")
         if method == "full":
             full = result
@@ -138,24 +140,26 @@ def run_dataset(name: str, args, say: Callable) -> List[Dict]:
 
     if "distilled" in args.methods:
         started = time.perf_counter()
-        student = distill(full.output_dir, data, os.path.join(work, "distilled"), num_layers=args.student_layers,
-                          layers=args.student_init, epochs=args.epochs, learning_rate=args.distill_lr,
-                          batch_size=args.batch_size, seed=args.seed, overwrite=True, verbose=0)
+        student = distill(DistillConfig(teacher_dir=full.output_dir, output_dir=os.path.join(work, "distilled"),
+                                        student_layers=args.student_layers, student_init=args.student_init,
+                                        epochs=args.epochs, learning_rate=args.distill_lr,
+                                        batch_size=args.batch_size, seed=args.seed, overwrite=True, quiet=True),
+                          data=data)
         rows.append(row(f"distilled_{args.student_layers}l", student.report,
                         trainable_params=student.params["trainable"], train_s=round(student.train_seconds, 1),
                         size_mb=round(folder_mb(student.output_dir), 1),
                         task_artifact_mb=round(folder_mb(student.output_dir), 2),
-                        latency_ms=round(keras_latency_ms(student.model, student.encoder, latency_texts), 2)))
+                        latency_ms=round(keras_latency_ms(student.bundle.model, student.bundle.encoder,
+                                                          latency_texts), 2)))
         say(f"   distilled: {rows[-1]} ({time.perf_counter() - started:.0f}s)")
 
     if "tflite_int8" in args.methods:
         started = time.perf_counter()
-        path = export_tflite(full.model, full.encoder, full.labels, os.path.join(work, "tflite_int8"),
-                             quantize="dynamic", max_length=args.max_length)
+        path = export_tflite(full.bundle.model, full.bundle.encoder, full.bundle.labels,
+                             os.path.join(work, "tflite_int8"), quantize="dynamic", max_length=args.max_length)
         convert_s = time.perf_counter() - started
         classifier = TFLiteClassifier.from_directory(path, num_threads=args.threads)
-        reference = Predictor(full.model, full.encoder, full.labels, data.task)
-        result = evaluate_tflite(classifier, data.test, reference=reference)
+        result = evaluate_tflite(classifier, data.test, reference=full.bundle.predictor())
         classifier.class_probabilities(latency_texts)
         rows.append({"method": "tflite_int8_dynamic", "accuracy": round(result["accuracy"], 4),
                      "macro_f1": round(result["macro_f1"], 4), "trainable_params": 0,
@@ -186,7 +190,7 @@ def continual_rows(model_dir: str, old: TaskData, args, say) -> Dict:
 
 
 def zero_few_shot_rows(name: str, data: TaskData, args, latency_texts, say) -> List[Dict]:
-    from tfpipeline.models.zeroshot import ZeroShotClassifier, sample_shots
+    from tfpipeline.training.prompting import ZeroShotClassifier, sample_shots
 
     template, verbalizer = PROMPTS[name]
     clf = ZeroShotClassifier.from_checkpoint(data.labels, args.model, max_length=args.max_length,
@@ -301,7 +305,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--distill-lr", type=float, default=1e-4)
     parser.add_argument("--student-layers", type=int, default=3)
     parser.add_argument("--student-init", choices=["alternate", "bottom"], default="alternate",
-                        help="teacher layers the student starts from (see tfpipeline.models.distillation)")
+                        help="teacher layers the student starts from (see tfpipeline.training.distill)")
     parser.add_argument("--shots", type=int, default=16, help="few-shot examples per class")
     parser.add_argument("--fewshot-epochs", type=int, default=8)
     parser.add_argument("--fewshot-lr", type=float, default=5e-5)

@@ -39,15 +39,15 @@ def request_batches(texts: Sequence[str], size: int, count: int) -> List[List[st
 
 def compare_inference(args, *, tf_model, encoder, labels, task, predictor, pt_model, tokenizer,
                       texts: Sequence[str], threads: int, tmp: str) -> Tuple[dict, list]:
-    path, how = tf_engines.export_saved_model(tf_model, encoder, labels, task, os.path.join(tmp, "export"))
+    path = tf_engines.export_saved_model(tf_model, encoder, labels, task, os.path.join(tmp, "export"))
     saved = tf_engines.load_signatures(path)
     session = None
     if not args.skip_onnx:
         session = tb.onnx_session(tb.export_onnx(pt_model, os.path.join(tmp, "model.onnx")), threads)
     pt_model.eval()
 
-    result = {"saved_model": how, "checks": checks(saved, predictor, pt_model, session, encoder, texts)}
-    print(f"inference: SavedModel via {how}; agreement checks {result['checks']}", flush=True)
+    result = {"saved_model": path, "checks": checks(saved, predictor, pt_model, session, encoder, texts)}
+    print(f"inference: SavedModel agreement checks {result['checks']}", flush=True)
     rows = []
     for size, count in ((1, args.requests), (32, args.batches)):
         batches = request_batches(texts, size, count)

@@ -36,7 +36,7 @@ from tfpipeline.data.pipeline import make_dataset, padding_fraction
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.models.checkpoint import resolve_checkpoint
 from tfpipeline.models.task_model import build_task_model
-from tfpipeline.training.trainer import compile_task_model
+from tfpipeline.bundle import ModelBundle
 
 
 def examples_per_second(dataset, max_batches=None) -> float:
@@ -120,8 +120,8 @@ def main(argv=None):
 
     bucketed = modes["length bucketing"]
     pipeline_eps = examples_per_second(bucketed)
-    model = build_task_model(args.model, data.task, labels)
-    compile_task_model(model, learning_rate=5e-5, total_steps=1000)
+    model = ModelBundle(build_task_model(args.model, data.task, labels), encoder, labels, data.task).compile(
+        learning_rate=5e-5, total_steps=1000).model
     batches = list(bucketed.take(args.steps + 1))
     model.train_on_batch(*batches[0])                                       # trace once
     started = time.perf_counter()

@@ -46,17 +46,18 @@ def sample_texts(n: int, seed: int = 0) -> list:
 
 def build_model_dir(checkpoint: str, task: str, root: str, max_length: int) -> str:
     """A model folder with a random head on ``checkpoint`` (``tiny`` = random 2-layer BERT)."""
+    from tfpipeline.bundle import ModelBundle
     from tfpipeline.data.labels import LabelMap
     from tfpipeline.data.tokenization import TextEncoder
     from tfpipeline.models.checkpoint import resolve_checkpoint
-    from tfpipeline.models.task_model import build_task_model, save_random_checkpoint, save_task_model
+    from tfpipeline.models.task_model import build_task_model, save_random_checkpoint
 
     if checkpoint == "tiny":
         checkpoint = save_random_checkpoint(os.path.join(root, "tiny_checkpoint"))
     labels = LabelMap(["neg", "pos"] if task == "classification" else ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
     model = build_task_model(checkpoint, task, labels)
     encoder = TextEncoder.from_directory(resolve_checkpoint(checkpoint), max_length=max_length)
-    return save_task_model(model, encoder, labels, os.path.join(root, "model"))
+    return ModelBundle(model, encoder, labels, task).save(os.path.join(root, "model"))
 
 
 def time_paths(paths: dict, batches: list, warmup: int) -> dict:
@@ -101,15 +102,15 @@ def main(argv=None) -> dict:
     import tensorflow_text  # noqa: F401
 
     from serving import GrpcClient, Limits, ModelServer, RestClient
-    from tfpipeline.export import export_model
-    from tfpipeline.inference import Predictor
+    from tfpipeline.bundle import ModelBundle
 
     with tempfile.TemporaryDirectory() as root:
         model_dir = args.model_dir or build_model_dir(args.checkpoint, args.task, root, args.max_length)
-        predictor = Predictor.from_directory(model_dir)
+        bundle = ModelBundle.load(model_dir)
+        predictor = bundle.predictor()
         task = predictor.task
         t0 = time.perf_counter()
-        export_path = export_model(model_dir, os.path.join(root, "exports"), "bench")
+        export_path = bundle.export(os.path.join(root, "exports"), "bench")
         export_seconds = time.perf_counter() - t0
         saved = tf.saved_model.load(export_path).signatures["serving_default"]
 

@@ -5,7 +5,7 @@ Deliberately what a PyTorch user would write from the transformers docs:
 the fast tokenizer, ``DataCollatorWithPadding`` (pad to the batch's longest,
 no length bucketing), ``torch.optim.AdamW`` with no decay on bias/LayerNorm,
 ``get_linear_schedule_with_warmup`` and grad-norm clipping at 1.0 -- the
-same recipe tfpipeline's ``compile_task_model`` uses. Nothing here is tuned
+same recipe tfpipeline's ``ModelBundle.compile`` uses. Nothing here is tuned
 for speed beyond ``torch.inference_mode`` for inference.
 
 Needs ``torch`` (CPU build), ``onnx`` and ``onnxruntime``; see docs/benchmarks.md.

@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     from tfpipeline.inference import Predictor
     from tfpipeline.models.checkpoint import resolve_checkpoint
     from tfpipeline.models.task_model import build_task_model
-    from tfpipeline.training.trainer import compile_task_model
+    from tfpipeline.bundle import ModelBundle
 
     data = load_dataset(args.dataset, seed=args.seed)
     if data.task != "classification":
@@ -172,8 +172,8 @@ def main(argv=None) -> int:
     train_ds = make_dataset(train, encoder, labels, data.task, batch_size=args.batch_size, training=True,
                             seed=args.seed)
     tf_steps = sum(1 for _ in train_ds)                        # also fills the tokenized cache
-    tf_model = build_task_model(checkpoint, data.task, labels)
-    compile_task_model(tf_model, learning_rate=args.learning_rate, total_steps=args.epochs * tf_steps)
+    tf_model = ModelBundle(build_task_model(checkpoint, data.task, labels), encoder, labels, data.task).compile(
+        learning_rate=args.learning_rate, total_steps=args.epochs * tf_steps).model
 
     tokenizer = tb.load_tokenizer(checkpoint, args.max_length)
     loader = tb.training_loader(tokenizer, [ex.text for ex in train], label_ids, batch_size=args.batch_size,

@@ -2,7 +2,7 @@
 
 Why a shared module: every recipe has the same life cycle -- fine-tune with
 ``tfpipeline.training.trainer.train``, export with
-``tfpipeline.export.export_model``, serve with ``serving.ModelServer`` on
+``ModelBundle.export``, serve with ``serving.ModelServer`` on
 127.0.0.1 and ask it over TF Serving's REST API -- and only its application
 logic differs. Nothing here re-implements library behaviour.
 
@@ -96,9 +96,9 @@ def smoke_checkpoint(workdir: str) -> str:
 
 
 def predictor(model_dir: str):
-    from tfpipeline.inference import Predictor
+    from tfpipeline.bundle import ModelBundle
 
-    return Predictor.from_directory(model_dir)
+    return ModelBundle.load(model_dir).predictor()
 
 
 @contextlib.contextmanager
@@ -108,12 +108,12 @@ def served(models: Dict[str, str], workdir: str) -> Iterator[dict]:
     Loopback only, on a free port; the server stops when the block ends.
     """
     from serving import ModelServer, RestClient
-    from tfpipeline.export import export_model
+    from tfpipeline.bundle import ModelBundle
 
     base = os.path.join(workdir, "exports")
     for name, model_dir in models.items():
         shutil.rmtree(os.path.join(base, name), ignore_errors=True)    # one fresh version 1 per run
-        print(f"[serve] exported {name} -> {export_model(model_dir, base, name)}")
+        print(f"[serve] exported {name} -> {ModelBundle.load(model_dir).export(base, name)}")
     with ModelServer(base, host="127.0.0.1", grpc_port=None, rest_port=0, poll_seconds=0) as server:
         print(f"[serve] REST API at {server.rest_url}/v1/models/{{{','.join(models)}}}")
         yield {name: RestClient(server.rest_url, name) for name in models}

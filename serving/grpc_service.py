@@ -9,8 +9,6 @@ import functools
 import logging
 from typing import Optional
 
-from tfpipeline import _env  # noqa: F401
-
 import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,

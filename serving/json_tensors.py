@@ -11,8 +11,6 @@ import base64
 import binascii
 from typing import Any, Dict, List, Tuple
 
-from tfpipeline import _env  # noqa: F401
-
 import numpy as np
 import tensorflow as tf
 

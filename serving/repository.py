@@ -16,9 +16,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from tfpipeline import _env  # noqa: F401
-
 import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers FastBertTokenizer / RegexSplit ops the exports use)
+
+from tfpipeline.errors import ConfigError
+from tfpipeline.export import ASSETS_EXTRA, METADATA_FILE, read_saved_model_proto
 
 from serving.errors import invalid, not_found
 
@@ -57,13 +59,7 @@ def _stamp(path: str) -> float:
 
 
 def load_servable(name: str, version: int, path: str) -> Servable:
-    """tf.saved_model.load one version (tensorflow-text is imported first to register its ops)."""
-    try:
-        import tensorflow_text  # noqa: F401  (FastBertTokenizer / RegexSplit ops)
-    except ImportError:      # an ids-only export still loads
-        pass
-    from tfpipeline.export.saved_model import ASSETS_EXTRA, METADATA_FILE, read_saved_model_proto
-
+    """tf.saved_model.load one version (tensorflow_text, imported above, registers the tokenizer ops)."""
     loaded = tf.saved_model.load(path)
     defs = dict(read_saved_model_proto(path).meta_graphs[0].signature_def)
     defs = {k: v for k, v in defs.items() if not k.startswith("__")}
@@ -84,9 +80,9 @@ class ModelRepository:
 
     def __init__(self, base_dir: str, *, keep_versions: Optional[int] = None):
         if not os.path.isdir(base_dir):
-            raise FileNotFoundError(f"{base_dir}: model base folder not found")
+            raise ConfigError(f"{base_dir}: model base folder not found")
         if keep_versions is not None and keep_versions < 1:
-            raise ValueError("keep_versions must be >= 1 (or None for all versions)")
+            raise ConfigError("keep_versions must be >= 1 (or None for all versions)")
         self.base_dir = base_dir
         self.keep_versions = keep_versions
         self._models: Dict[str, Dict[int, Servable]] = {}

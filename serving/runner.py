@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from tfpipeline import _env  # noqa: F401
-
 import numpy as np
 import tensorflow as tf
 

@@ -13,9 +13,9 @@ import threading
 from concurrent import futures
 from typing import Optional
 
-from tfpipeline import _env  # noqa: F401
-
 import grpc
+
+from tfpipeline.errors import ConfigError
 
 from serving.grpc_service import add_services
 from serving.repository import ModelRepository
@@ -34,7 +34,7 @@ class ModelServer:
                  keep_versions: Optional[int] = None, workers: int = 8,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         if grpc_port is None and rest_port is None:
-            raise ValueError("enable at least one of gRPC and REST")
+            raise ConfigError("enable at least one of gRPC and REST")
         self.repository = ModelRepository(model_base, keep_versions=keep_versions)
         self.limits = limits or Limits()
         self.host, self.poll_seconds, self.workers = host, poll_seconds, workers

@@ -161,11 +161,11 @@ def exports(tmp_path_factory, tiny_checkpoint) -> dict:
     state that must not be exported) and a NER tagger (from its model folder, via the CLI)."""
     import tf_keras
 
+    from tfpipeline.bundle import ModelBundle
     from tfpipeline.cli import main
     from tfpipeline.data.labels import LabelMap
     from tfpipeline.data.tokenization import TextEncoder
-    from tfpipeline.export import export_model
-    from tfpipeline.models.task_model import build_task_model, save_task_model
+    from tfpipeline.models.task_model import build_task_model
 
     root = tmp_path_factory.mktemp("tiny_exports")
     base = str(root / "base")
@@ -177,11 +177,12 @@ def exports(tmp_path_factory, tiny_checkpoint) -> dict:
                 loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     clf.optimizer.build(clf.trainable_variables)   # Adam slots + step counter, as after training
     assert len(clf.optimizer.variables()) > len(clf.trainable_variables), "the optimizer should hold state"
-    clf_dir = save_task_model(clf, encoder, labels, str(root / "clf_model"))
-    clf_export = export_model((clf, encoder, labels, CLASSIFICATION), base, CLF_NAME)
+    clf_bundle = ModelBundle(clf, encoder, labels, CLASSIFICATION)
+    clf_dir = clf_bundle.save(str(root / "clf_model"))
+    clf_export = clf_bundle.export(base, CLF_NAME)
 
     tags = LabelMap(NER_LABELS)
-    ner_dir = save_task_model(build_task_model(tiny_checkpoint, NER, tags), encoder, tags, str(root / "ner_model"))
+    ner_dir = ModelBundle(build_task_model(tiny_checkpoint, NER, tags), encoder, tags, NER).save(str(root / "ner_model"))
     assert main(["export", "--model-dir", ner_dir, "--base-dir", base, "--name", NER_NAME]) == 0
     return dict(base=base, clf_dir=clf_dir, ner_dir=ner_dir, clf_export=clf_export,
                 ner_export=os.path.join(base, NER_NAME, "1"), clf_variables=len(clf.variables))
@@ -189,13 +190,13 @@ def exports(tmp_path_factory, tiny_checkpoint) -> dict:
 
 @pytest.fixture(scope="session")
 def clf_predictor(exports):
-    from tfpipeline.inference import Predictor
+    from tfpipeline.bundle import ModelBundle
 
-    return Predictor.from_directory(exports["clf_dir"])
+    return ModelBundle.load(exports["clf_dir"]).predictor()
 
 
 @pytest.fixture(scope="session")
 def ner_predictor(exports):
-    from tfpipeline.inference import Predictor
+    from tfpipeline.bundle import ModelBundle
 
-    return Predictor.from_directory(exports["ner_dir"])
+    return ModelBundle.load(exports["ner_dir"]).predictor()

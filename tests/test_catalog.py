@@ -7,7 +7,8 @@ import pytest
 
 from tfpipeline.data import catalog
 from tfpipeline.data.catalog import is_available, list_datasets, load_dataset
-from tfpipeline.data.examples import CLASSIFICATION, NER, DataError, TextExample, TokenExample
+from tfpipeline.data.examples import CLASSIFICATION, NER, TextExample, TokenExample
+from tfpipeline.errors import DataError
 
 # name -> (task, (min, max) examples over all splits, number of labels)
 EXPECTED = {

@@ -1,16 +1,225 @@
-"""The ``tfpipeline`` command line: train (flags and YAML), predict, evaluate, datasets, error exits."""
+"""The ``tfpipeline`` command line: flags from the config dataclasses, help, no TensorFlow for help/datasets,
+train (flags and YAML), predict, evaluate, datasets, error exits."""
 from __future__ import annotations
 
+import argparse
+import ast
+import dataclasses
 import io
 import json
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import List, Optional
 
 import pytest
 import yaml
 
-from tfpipeline.cli import main
+from tfpipeline.cli import build_parser, main
+from tfpipeline.cli.flags import add_options, values_from
+from tfpipeline.cli.parser import COMMANDS, build_config
+from tfpipeline.config import DataOptions, OldTaskOptions, opt
+from tfpipeline.errors import ConfigError
 
 from conftest import TINY_TRAIN
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --------------------------------------------------------------------------- parser and help (no TensorFlow)
+def subparsers() -> dict:
+    """{command name: its ArgumentParser}."""
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_command_has_a_module_with_run():
+    """The table and the command modules agree (checked on the source: importing them would load TensorFlow)."""
+    assert set(subparsers()) == set(COMMANDS)
+    for name in COMMANDS:
+        path = os.path.join(ROOT, "tfpipeline", "cli", f"{name}.py")
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        assert any(isinstance(node, ast.FunctionDef) and node.name == "run" for node in tree.body), path
+
+
+def test_every_option_of_every_command_has_help():
+    for name, parser in subparsers().items():
+        assert parser.description, name
+        for action in parser._actions:
+            assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest}: no help"
+        parser.format_help()  # a stray % in a help text would fail here
+
+
+# Enumerated options named by issue 12 (and the rest): their flags must list the allowed values.
+ENUMERATED = {"train": ["--task", "--peft", "--precision", "--strategy"],
+              "tune": ["--algorithm", "--also-tune", "--task", "--peft", "--precision", "--strategy"],
+              "evaluate": ["--split"], "distill": ["--student-init"], "compress": ["--quantize"],
+              "continual": ["--method", "--compare"], "zeroshot": ["--method"]}
+
+
+def test_enumerated_options_list_their_choices():
+    parsers = subparsers()
+    for name, command in COMMANDS.items():
+        text = parsers[name].format_help()
+        for section in command.sections:
+            for f in dataclasses.fields(section.cls):
+                choices = f.metadata.get("choices")
+                if not choices or f.name in section.skip:
+                    continue
+                flag = "--" + f.name.replace("_", "-")
+                assert f"{flag} {{{','.join(map(str, choices))}}}" in text, f"{name} {flag}"
+    for name, flags in ENUMERATED.items():
+        text = parsers[name].format_help()
+        for flag in flags:
+            assert f"{flag} {{" in text, f"{name} {flag} shows no choices"
+
+
+def test_help_shows_defaults_and_required():
+    text = subparsers()["train"].format_help()
+    assert "peak AdamW learning rate (default: 5e-05)" in " ".join(text.split())
+    assert "(default: rotten_tomatoes)" in text
+    text = " ".join(subparsers()["export"].format_help().split())
+    assert "--model-dir MODEL_DIR trained model folder (tfpipeline train output) (required)" in text
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["zeroshot", "--help"], ["datasets"]])
+def test_help_and_datasets_do_not_import_tensorflow(argv):
+    """A fresh interpreter: only the command table and the catalog load, so these answer in ~0.1 s, not ~6 s."""
+    code = ("import sys\nfrom tfpipeline.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    rc = e.code\nprint('RC', rc, 'TF', 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert out.strip().splitlines()[-1] == "RC 0 TF False", out
+    assert "usage: tfpipeline" in out or out.startswith("name")
+
+
+def test_unknown_command_and_bad_values_are_usage_errors(capsys):
+    for argv in (["train", "--task", "sentiment"], ["tune", "--also-tune", "dropout,colour"],
+                 ["tune", "--batch-sizes", "16,big"], ["compress", "--model-dir", "m", "--output", "o",
+                                                        "--quantize", "int4"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'sentiment'" in err and "'colour'" in err and "int4" in err
+
+
+# --------------------------------------------------------------------------- flags from a dataclass
+@dataclass
+class Demo:
+    name: str = opt(None, "what to call it", required=True)
+    ratio: Optional[float] = opt(None, "share of 100% (or less)")
+    count: int = opt(3, "how many")
+    mode: str = opt("fast", "how", choices=("fast", "slow"))
+    sizes: List[int] = opt(help="sizes, comma-separated", factory=lambda: [1, 2])
+    tags: List[str] = opt(help="tags", factory=list, choices=("a", "b"))
+    keep: bool = opt(True, "keep the result")
+    notes: dict = opt(help="not a flag", factory=dict, flag=False)
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="demo")
+    add_options(parser, Demo)
+    return parser
+
+
+def test_flags_follow_the_field_types():
+    args = demo_parser().parse_args(["--name", "x", "--ratio", "0.5", "--sizes", "8, 16,", "--tags", "b,a",
+                                     "--no-keep", "--mode", "slow"])
+    assert values_from(args, Demo) == {"name": "x", "ratio": 0.5, "sizes": [8, 16], "tags": ["b", "a"],
+                                       "keep": False, "mode": "slow"}
+    # flags not given stay out, so a config file (or the dataclass default) supplies them
+    assert values_from(demo_parser().parse_args(["--name", "x"]), Demo) == {"name": "x"}
+
+
+def test_flag_help_defaults_choices_and_escapes():
+    text = " ".join(demo_parser().format_help().split())
+    assert "--name NAME what to call it (required)" in text
+    assert "share of 100% (or less)" in text  # % escaped for argparse, shown once
+    assert "--count COUNT how many (default: 3)" in text and "(default: 1,2)" in text
+    assert "--mode {fast,slow} how (default: fast)" in text and "--tags {a,b},... tags" in text
+    assert "--keep, --no-keep keep the result (default: True)" in text
+    assert "--notes" not in text
+
+
+def test_flag_errors(capsys):
+    for argv in (["--ratio", "0.5"], ["--name", "x", "--tags", "a,c"], ["--name", "x", "--sizes", "1,x"],
+                 ["--name", "x", "--mode", "medium"]):
+        with pytest.raises(SystemExit):
+            demo_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert "--name" in err and "'c'" in err and "medium" in err
+
+
+def test_unsupported_field_type_is_a_clear_error():
+    @dataclass
+    class Bad:
+        table: dict = opt(help="no flag form", factory=dict)
+
+    with pytest.raises(TypeError, match="Bad.table"):
+        add_options(argparse.ArgumentParser(), Bad)
+
+
+# --------------------------------------------------------------------------- configs from flags + files
+def test_tune_config_from_file_sections_and_flags(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({"dataset": "rotten_tomatoes", "learning_rate": 3e-5, "seed": 7,
+                                    "tune": {"max_trials": 2, "batch_sizes": [8], "seed": 5}}), encoding="utf-8")
+    args = build_parser().parse_args(["tune", "--config", str(path), "--max-trials", "3", "--epochs", "2",
+                                      "--also-tune", "dropout", "--retrain-best"])
+    config = build_config("tune", args)
+    assert (config.train.learning_rate, config.train.epochs, config.train.seed) == (3e-5, 2, 7)
+    assert (config.tune.max_trials, config.tune.batch_sizes, config.tune.also_tune, config.tune.seed) == \
+        (3, [8], ["dropout"], 5)
+    assert args.retrain_best
+
+
+def test_config_file_errors_name_the_file_and_section(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("dataset: rotten_tomatoes\ntune:\n  max_trails: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.yaml \(tune\).*max_trails"):
+        build_config("tune", build_parser().parse_args(["tune", "--config", str(path)]))
+    path.write_text("tune: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="mapping"):
+        build_config("tune", build_parser().parse_args(["tune", "--config", str(path)]))
+    with pytest.raises(ConfigError, match="learning_rate"):
+        build_config("train", build_parser().parse_args(["train", "--learning-rate", "0"]))
+
+
+def test_continual_options(tmp_path):
+    parse = build_parser().parse_args
+    base = ["continual", "--model-dir", "m", "--dataset", "tweet_sentiment", "--limit-train", "20",
+            "--text-column", "t"]
+    config = build_config("continual", parse(base + ["--old-train-file", "old.csv", "--output-dir", "out",
+                                                    "--method", "ewc"]))
+    assert (config.run.output_dir, config.continual.method, config.data.dataset) == ("out", "ewc", "tweet_sentiment")
+    old = config.old.data_options(config.data)  # old files, the new task's columns and limits
+    assert (old.dataset, old.train_file, old.text_column, old.limit_train) == (None, "old.csv", "t", 20)
+    recorded = OldTaskOptions().data_options(DataOptions(dataset="x"))
+    assert recorded.dataset is None and recorded.train_file is None  # -> the model folder's record
+    assert build_config("continual", parse(base + ["--compare", "none,ewc"])).run.compare == ["none", "ewc"]
+    with pytest.raises(ConfigError, match="--output-dir"):
+        build_config("continual", parse(base))
+    with pytest.raises(ConfigError, match="drop --output-dir"):
+        build_config("continual", parse(base + ["--compare", "none", "--output-dir", "out"]))
+
+
+def test_commands_without_a_task_flag():
+    """distill/compress/continual take the task from the model folder."""
+    parsers = subparsers()
+    for name in ("distill", "compress", "continual"):
+        assert "--task" not in parsers[name].format_help(), name
+    assert "--task" in parsers["train"].format_help()
+
+
+def test_config_error_is_one_line_exit_2(capsys):
+    assert main(["evaluate", "--model-dir", "m"]) == 2  # neither --dataset nor --file
+    err = capsys.readouterr().err
+    assert err.startswith("tfpipeline: error: ") and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- commands end to end
 
 
 def tiny_flags(checkpoint: str, **changes) -> list:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import keyword_examples, write_csv
-from tfpipeline.data.examples import DataError
-from tfpipeline.models.checkpoint import CheckpointError
+from tfpipeline.bundle import ModelBundle, read_metadata
+from tfpipeline.errors import CheckpointError, ConfigError, DataError
 
 import tensorflow as tf
 
@@ -51,7 +51,7 @@ def hf_tokenizer(mlm_checkpoint):
 
 
 def make_classifier(path, **kwargs):
-    from tfpipeline.models.cloze import ClozeClassifier
+    from tfpipeline.training.prompting import ClozeClassifier
 
     kwargs.setdefault("verbalizer", VERBALIZER)
     return ClozeClassifier.from_checkpoint(["neg", "pos"], path, max_length=kwargs.pop("max_length", 32), **kwargs)
@@ -98,7 +98,7 @@ def test_in_graph_prompt_equals_tokenizing_the_filled_template(mlm_checkpoint, h
 
 
 def test_truncation_keeps_the_template_and_the_mask(mlm_checkpoint, hf_tokenizer):
-    from tfpipeline.models.cloze import ClozeClassifier
+    from tfpipeline.training.prompting import ClozeClassifier
 
     clf = make_classifier(mlm_checkpoint, max_length=16)
     assert clf.max_length == 16 and clf.model.text_budget == 16 - 2 - 4     # 'it was [MASK] .'
@@ -119,7 +119,7 @@ def test_truncation_keeps_the_template_and_the_mask(mlm_checkpoint, hf_tokenizer
     assert wide.max_length == MAX_POSITIONS
     very_long = wide.model.prompt_features(text_features(wide, [long_text * 4]))[0]["input_ids"]
     assert very_long.shape[1] == MAX_POSITIONS
-    with pytest.raises(DataError, match="no room for the text"):
+    with pytest.raises(ConfigError, match="no room for the text"):
         make_classifier(mlm_checkpoint, max_length=8, template="{text} " + "it was really very [MASK] .")
 
 
@@ -142,16 +142,16 @@ def test_zero_shot_probabilities_and_label_word_reduction(mlm_checkpoint, clf_da
 
 
 def test_verbalizer_and_template_errors(mlm_checkpoint):
-    with pytest.raises(DataError, match=r"'neg'.*\['ne', '##g'\]"):
+    with pytest.raises(ConfigError, match=r"'neg'.*\['ne', '##g'\]"):
         make_classifier(mlm_checkpoint, verbalizer={"pos": ["good"]})      # default word = label name 'neg'
-    with pytest.raises(DataError, match="'very good'"):
+    with pytest.raises(ConfigError, match="'very good'"):
         make_classifier(mlm_checkpoint, verbalizer={"pos": ["very good"], "neg": ["bad"]})
-    with pytest.raises(DataError, match="unknown labels"):
+    with pytest.raises(ConfigError, match="unknown labels"):
         make_classifier(mlm_checkpoint, verbalizer={"happy": ["good"]})
-    with pytest.raises(DataError, match="both"):
+    with pytest.raises(ConfigError, match="both"):
         make_classifier(mlm_checkpoint, verbalizer={"pos": ["good"], "neg": ["good"]})
     for bad in ("It was [MASK].", "{text} It was good.", "{text} [MASK] or [MASK]", "{text} {text} [MASK]"):
-        with pytest.raises(DataError, match="exactly one"):
+        with pytest.raises(ConfigError, match="exactly one"):
             make_classifier(mlm_checkpoint, template=bad)
 
 
@@ -226,28 +226,31 @@ def test_few_shot_prompt_finetuning_learns_the_task(finetuned):
 
 
 def test_saved_cloze_classifier_loads_predicts_and_exports(finetuned, tmp_path):
-    from tfpipeline.export import export_model
-    from tfpipeline.inference import Predictor
-    from tfpipeline.models.cloze import ClozeClassifier, ClozeModel
-    from tfpipeline.models.task_model import load_task_model
+    from tfpipeline.models.cloze import ClozeModel
+    from tfpipeline.training.prompting import ClozeClassifier
 
     clf = finetuned[0]
     texts = [ex.text for ex in HELD_OUT[:12]] + ["x"]
     expected = clf.class_probabilities(texts)
     folder = clf.save(str(tmp_path / "cloze"), source_checkpoint="tiny")
     assert not os.path.exists(folder + ".partial")
-    model, encoder, labels, meta = load_task_model(folder)
-    assert isinstance(model, ClozeModel) and labels.names == ["neg", "pos"]
+    assert sorted(os.listdir(folder)) == ["config.json", "labels.json", "tf_model.h5", "tfpipeline.json",
+                                          "tokenizer_config.json", "vocab.txt"]
+    assert list(read_metadata(folder)) == ["task", "max_length", "head", "template", "verbalizer", "label_word_ids",
+                                           "reduce", "prompt", "shots", "finetune_epochs", "source_checkpoint"]
+    bundle = ModelBundle.load(folder)
+    assert isinstance(bundle.model, ClozeModel) and bundle.kind == "cloze" and bundle.labels.names == ["neg", "pos"]
+    meta = bundle.meta
     assert meta["head"] == "cloze" and meta["template"] == "{text} It was [MASK]." and meta["shots"] == 64
     assert meta["verbalizer"] == VERBALIZER and meta["label_word_ids"] == clf.label_word_ids
-    np.testing.assert_allclose(Predictor.from_directory(folder).class_probabilities(texts), expected, atol=1e-5)
+    np.testing.assert_allclose(bundle.predictor().class_probabilities(texts), expected, atol=1e-5)
     np.testing.assert_allclose(ClozeClassifier.from_directory(folder).class_probabilities(texts), expected, atol=1e-5)
 
-    export = export_model(folder, str(tmp_path / "exports"), "cloze")
+    export = bundle.export(str(tmp_path / "exports"), "cloze")
     served = tf.saved_model.load(export).signatures["serving_default"](text=tf.constant(texts))
     np.testing.assert_allclose(served["scores"].numpy(), expected, atol=1e-5)
     assert [x.decode() for x in served["label"].numpy()] == [["neg", "pos"][i] for i in expected.argmax(axis=1)]
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(ConfigError, match="not empty"):
         clf.save(folder)
 
 
@@ -264,9 +267,7 @@ def test_zeroshot_cli_cloze_method(mlm_checkpoint, tiny_checkpoint, tmp_path, ca
     lines = out.out.strip().splitlines()
     assert len(lines) == 2 and all(line.split("\t")[0] in ("pos", "neg") for line in lines)
     assert "cloze" in out.err
-    from tfpipeline.models.task_model import load_task_model
-
-    meta = load_task_model(folder)[3]
+    meta = read_metadata(folder)
     assert meta["head"] == "cloze" and meta["template"] == "{text} It was [MASK]." and meta["finetune_epochs"] == 1
     assert main(["predict", "--model-dir", folder, "a great film"]) == 0
     assert capsys.readouterr().out.split("\t")[0] in ("pos", "neg")

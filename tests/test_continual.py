@@ -1,6 +1,8 @@
 """Continual learning: head growth keeps the old head, the EWC penalty and rehearsal behave,
-and on a synthetic two-task setup both keep more of the old task than plain fine-tuning."""
+on a synthetic two-task setup both keep more of the old task than plain fine-tuning, and the
+learning-rate schedule ends on the last step."""
 import json
+import math
 import os
 import random
 
@@ -9,12 +11,14 @@ import pytest
 import tensorflow as tf
 
 from conftest import FILLER, keyword_examples
-from tfpipeline.data.examples import DataError, TaskData, TextExample
-from tfpipeline.inference import Predictor
-from tfpipeline.models.task_model import load_task_model
-from tfpipeline.training.continual import (_weight_key, continual_finetune, ewc_anchors,
-                                           ewc_penalty, expand_head, fisher_diagonal, rehearsal_mix,
-                                           union_labels)
+from tfpipeline.bundle import ModelBundle
+from tfpipeline.config import DataOptions
+from tfpipeline.data.examples import TaskData, TextExample
+from tfpipeline.data.pipeline import batches_per_epoch
+from tfpipeline.errors import ConfigError, DataError
+from tfpipeline.models.weights import weight_key
+from tfpipeline.training.continual import (continual_finetune, ewc_anchors, ewc_penalty, expand_head,
+                                           fisher_diagonal, old_task_data, rehearsal_mix, union_labels)
 
 
 def topic_examples(n: int, seed: int) -> list:
@@ -42,20 +46,21 @@ def new_task():
 
 
 def test_grown_head_keeps_the_old_rows(trained_classifier):
-    old, encoder, old_labels, _ = load_task_model(trained_classifier.output_dir)
-    labels = union_labels(old_labels, ["sport", "pos", "food"])
+    old = ModelBundle.load(trained_classifier.output_dir)
+    labels = union_labels(old.labels, ["sport", "pos", "food"])
     assert labels.names == ["neg", "pos", "sport", "food"]
-    grown = expand_head(old, trained_classifier.output_dir, old_labels, labels)
-    features = encoder.pad(encoder.encode(tf.constant(["a great film", "an awful plot"])))
-    np.testing.assert_allclose(grown(features).numpy()[:, :2], old(features).numpy(), atol=1e-5)
+    grown = expand_head(old.model, trained_classifier.output_dir, old.labels, labels)
+    features = old.encoder.pad(old.encoder.encode(tf.constant(["a great film", "an awful plot"])))
+    np.testing.assert_allclose(grown(features).numpy()[:, :2], old.model(features).numpy(), atol=1e-5)
 
 
 def test_ewc_penalty_is_zero_at_the_old_weights_and_positive_elsewhere(trained_classifier, old_task):
-    model, encoder, labels, _ = load_task_model(trained_classifier.output_dir)
-    fisher = fisher_diagonal(model, encoder, labels, old_task.train, max_examples=16)
-    assert set(fisher) == {_weight_key(v) for v in model.trainable_variables}
+    bundle = ModelBundle.load(trained_classifier.output_dir)
+    model, labels = bundle.model, bundle.labels
+    fisher = fisher_diagonal(model, bundle.encoder, labels, old_task.train, max_examples=16)
+    assert set(fisher) == {weight_key(v) for v in model.trainable_variables}
     assert all((f >= 0).all() for f in fisher.values()) and sum(f.sum() for f in fisher.values()) > 0
-    old = {_weight_key(w): w.numpy() for w in model.weights}
+    old = {weight_key(w): w.numpy() for w in model.weights}
     anchors = ewc_anchors(model, fisher, old)
     assert float(ewc_penalty(anchors, 1.0)) == 0.0
     kernel = next(v for v in model.trainable_variables if "query/kernel" in v.name)
@@ -80,7 +85,9 @@ def test_rehearsal_mixes_old_examples_in():
 
 
 def test_rehearsal_and_ewc_keep_more_of_the_old_task(tmp_path, trained_classifier, old_task, new_task):
-    settings = dict(epochs=4, learning_rate=1e-2, batch_size=16, replay_fraction=0.25, ewc_lambda=1.0,
+    # 8 epochs at 5e-3: rehearsal learns the new task from either tiny starting classifier tried (at 1e-2
+    # for 4 epochs one start learned it, another stayed at chance)
+    settings = dict(epochs=8, learning_rate=5e-3, batch_size=16, replay_fraction=0.25, ewc_lambda=1.0,
                     fisher_examples=32)
     out = str(tmp_path / "continual")
     runs = {method: continual_finetune(trained_classifier.output_dir, new_task, old_task,
@@ -95,14 +102,33 @@ def test_rehearsal_and_ewc_keep_more_of_the_old_task(tmp_path, trained_classifie
     assert rehearsal["replayed_examples"] == 24 and none["replayed_examples"] == 0
     assert ewc["ewc_anchored_weights"] > 0 and none["ewc_anchored_weights"] == 0
 
-    predictor = Predictor.from_directory(out)  # the continual model is an ordinary model folder
-    assert predictor.labels.names == ["neg", "pos", "food", "sport"]
+    saved = ModelBundle.load(out)  # the continual model is an ordinary model folder
+    assert saved.labels.names == ["neg", "pos", "food", "sport"]
+    assert list(saved.meta) == ["source_checkpoint", "dataset", "continual"]
     with open(os.path.join(out, "continual_report.json")) as f:
         assert json.load(f)["method"] == "rehearsal"
 
 
+def test_the_learning_rate_schedule_ends_on_the_last_step(trained_classifier, old_task):
+    """Bucketing makes one partial batch per length bucket: the schedule must count them, not ceil(n / batch)."""
+    rng = random.Random(4)
+    train = [TextExample(ex.text if i % 2 else ex.text + " " + " ".join(rng.choice(FILLER) for _ in range(14)),
+                         ex.label, origin=ex.origin) for i, ex in enumerate(topic_examples(40, 7))]
+    new = TaskData("topics", "classification", train=train, test=topic_examples(16, 9), labels=["food", "sport"])
+    batch, epochs = 16, 2
+    encoder = ModelBundle.load(trained_classifier.output_dir).encoder
+    per_epoch = batches_per_epoch(train, encoder, "classification", batch)
+    assert per_epoch != math.ceil(len(train) / batch)      # the case the old step count got wrong
+    result = continual_finetune(trained_classifier.output_dir, new, old_task, method="none", epochs=epochs,
+                                batch_size=batch)
+    optimizer = result.bundle.model.optimizer
+    scheduled = optimizer.get_config()["learning_rate"]["config"]["total_steps"]
+    assert int(optimizer.iterations) == scheduled == epochs * per_epoch
+    assert len(result.history["loss"]) == epochs and "ewc_penalty" in result.history
+
+
 def test_unknown_method_is_an_error(trained_classifier, old_task, new_task):
-    with pytest.raises(DataError, match="method"):
+    with pytest.raises(ConfigError, match="method"):
         continual_finetune(trained_classifier.output_dir, new_task, old_task, method="magic")
 
 
@@ -146,9 +172,9 @@ def test_cli_continual_writes_a_model_folder(tmp_path, trained_classifier, clf_f
     assert header.split()[:3] == ["method", "old", "before"] and row.split()[0] == "ewc+rehearsal"
     assert f"written to {out}" in text
 
-    model, _, labels, meta = load_task_model(str(out))  # an ordinary, loadable model folder
-    assert labels.names == ["neg", "pos", "food", "sport"]  # old labels keep their ids, new ones appended
-    assert meta["continual"]["method"] == "ewc+rehearsal" and meta["dataset"] == topic_files["train"]
+    saved = ModelBundle.load(str(out))  # an ordinary, loadable model folder
+    assert saved.labels.names == ["neg", "pos", "food", "sport"]  # old labels keep their ids, new ones appended
+    assert saved.meta["continual"]["method"] == "ewc+rehearsal" and saved.meta["dataset"] == topic_files["train"]
     with open(out / "continual_report.json") as f:
         report = json.load(f)
     assert {"old_before", "old_after", "new_after"} <= set(report)
@@ -173,12 +199,17 @@ def test_cli_continual_compare_prints_one_row_per_method(trained_classifier, clf
 
 
 def _fails(argv, capsys) -> str:
+    """Exit status 2 and an error line (argparse rejects a bad choice itself, after its usage lines)."""
     from tfpipeline.cli import main
 
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("tfpipeline: error: ") and len(err.strip().splitlines()) == 1, err
-    return err
+    try:
+        status = main(argv)
+    except SystemExit as e:
+        status = e.code
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith(("tfpipeline: error: ", "tfpipeline continual: error: ")), err
+    return err[-1]
 
 
 def test_cli_continual_errors(tmp_path, trained_classifier, trained_ner, clf_files, topic_files, capsys):
@@ -202,23 +233,29 @@ def test_cli_continual_errors(tmp_path, trained_classifier, trained_ner, clf_fil
     assert not any(p.exists() for p in (tmp_path / "a", tmp_path / "b", tmp_path / "c", tmp_path / "d"))
 
 
-def test_cli_old_task_data_defaults_to_what_the_model_folder_records(clf_files, monkeypatch):
-    import argparse
+def test_old_task_data_defaults_to_what_the_model_folder_records(tmp_path, clf_files, monkeypatch):
+    def model_folder(name, meta):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "tfpipeline.json").write_text(json.dumps({"task": "classification", **meta}))
+        return str(folder)
 
-    from tfpipeline.cli import _old_data_from_args
-
-    args = argparse.Namespace(old_dataset=None, old_train_file=None, old_validation_file=None, old_test_file=None,
-                              limit_train=20, limit_eval=10, seed=13, text_column=None, label_column=None,
-                              pair_column=None)
+    options = DataOptions(limit_train=20, limit_eval=10)
     # trained on files (tfpipeline train records them in its config): the same files again
-    meta = {"dataset": clf_files["train"],
-            "config": {"train_file": clf_files["train"], "validation_file": clf_files["validation"]}}
-    data = _old_data_from_args(args, "model", meta)
+    on_files = model_folder("files", {"dataset": clf_files["train"], "config": {
+        "train_file": clf_files["train"], "validation_file": clf_files["validation"]}})
+    data = old_task_data(on_files, options, seed=13)
     assert (data.name, len(data.train), len(data.validation)) == (clf_files["train"], 20, 10)
+    # the old task's own options win over what the folder records
+    given = old_task_data(model_folder("given", {"dataset": "keywords"}),
+                          DataOptions(train_file=clf_files["validation"], limit_train=5), seed=13)
+    assert given.name == clf_files["validation"] and len(given.train) == 5
     # trained on a built-in dataset: that dataset
     calls = []
     monkeypatch.setattr("tfpipeline.data.sources.load_task_data", lambda **kw: calls.append(kw) or "data")
-    assert _old_data_from_args(args, "model", {"dataset": "rotten_tomatoes"}) == "data"
-    assert calls == [dict(dataset="rotten_tomatoes", task="classification", limit_train=20, limit_eval=10, seed=13)]
+    assert old_task_data(model_folder("builtin", {"dataset": "rotten_tomatoes"}), options, seed=13) == "data"
+    assert len(calls) == 1 and {k: calls[0].get(k) for k in ("dataset", "task", "limit_train", "limit_eval", "seed")} \
+        == dict(dataset="rotten_tomatoes", task="classification", limit_train=20, limit_eval=10, seed=13)
+    # an in-memory dataset cannot be found again: the error says how to give the old task's data
     with pytest.raises(DataError, match="--old-dataset"):
-        _old_data_from_args(args, "model", {"dataset": "keywords"})
+        old_task_data(model_folder("memory", {"dataset": "keywords"}), options, seed=13)

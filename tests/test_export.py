@@ -186,7 +186,7 @@ def _row(out, i, key, count_key="num_tokens"):
 
 
 def test_ner_matches_keras_predictor(ner_saved, ner_predictor):
-    from tfpipeline.inference import word_scores
+    from tfpipeline.decoding import word_scores
 
     out = ner_saved.signatures["serving_default"](text=tf.constant(TEXTS))
     expected = ner_predictor.extract(TEXTS)
@@ -244,8 +244,8 @@ def test_ner_predict_ids_agrees_with_serving_default(ner_saved, exports):
     ["O", "O"], [], ["I-LOC"], ["B-PER", "O", "I-PER"], ["B-MISC", "I-MISC", "X", "I-MISC"],
 ])
 def test_merge_bio_matches_python_merge_entities(tags):
-    from tfpipeline.export.spans import bio_tables, merge_bio
-    from tfpipeline.inference import merge_entities
+    from tfpipeline.decoding import bio_tables, merge_bio
+    from tfpipeline.decoding import merge_entities
 
     names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "X"]
     prefixes, kinds, types = bio_tables(names)
@@ -287,32 +287,35 @@ def _listing(root):
 
 
 def test_versions_increment_and_are_never_overwritten(exports, tmp_path, monkeypatch):
-    from tfpipeline.export import ExportError, export_model
-    from tfpipeline.export import saved_model as saved_model_module
+    from tfpipeline.bundle import ModelBundle
+    from tfpipeline.errors import ExportError
 
     base = str(tmp_path / "base")
     shutil.copytree(os.path.dirname(exports["ner_export"]), os.path.join(base, NER_NAME))
     root = os.path.join(base, NER_NAME)
     before = os.stat(os.path.join(root, "1", "saved_model.pb")).st_mtime_ns
+    bundle = ModelBundle.load(exports["ner_dir"])
 
-    second = export_model(exports["ner_dir"], base, NER_NAME)
+    second = bundle.export(base, NER_NAME)
     assert second == os.path.join(root, "2") and _listing(root) == ["1", "2"]
+    assert json.load(open(os.path.join(second, "assets.extra", "tfpipeline.json")))["source_model_dir"] \
+        == os.path.abspath(exports["ner_dir"])
 
     for bad in (1, 2, 0, -3, "3", True):
         with pytest.raises(ExportError):
-            export_model(exports["ner_dir"], base, NER_NAME, version=bad)
+            bundle.export(base, NER_NAME, version=bad)
     assert _listing(root) == ["1", "2"]
     assert os.stat(os.path.join(root, "1", "saved_model.pb")).st_mtime_ns == before
 
     # a failure half-way leaves nothing behind (no version 7, no staging folder)
-    def half_written(path, *args, **kwargs):
+    def half_written(module, path, *args, **kwargs):
         with open(os.path.join(path, "saved_model.pb"), "wb") as f:
             f.write(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(saved_model_module, "_write_saved_model", half_written)
+    monkeypatch.setattr(tf.saved_model, "save", half_written)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_model(exports["ner_dir"], base, NER_NAME, version=7)
+        bundle.export(base, NER_NAME, version=7)
     assert _listing(root) == ["1", "2"]
 
 
@@ -325,13 +328,14 @@ def test_cli_export_refuses_an_existing_version(exports, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-def test_export_rejects_bad_sources_and_names(tmp_path):
-    from tfpipeline.export import ExportError, export_model
-    from tfpipeline.models.checkpoint import CheckpointError
+def test_export_rejects_bad_sources_and_names(tmp_path, exports):
+    from tfpipeline.bundle import ModelBundle
+    from tfpipeline.errors import CheckpointError, ExportError
 
-    with pytest.raises(ExportError):
-        export_model(object(), str(tmp_path), "m")
-    with pytest.raises(CheckpointError):
-        export_model(str(tmp_path), str(tmp_path / "base"), "m")   # not a model folder
-    with pytest.raises(ExportError):
-        export_model((None, None, None, "ner"), str(tmp_path), "../escape")
+    with pytest.raises(CheckpointError, match="not a tfpipeline model folder"):
+        ModelBundle.load(str(tmp_path))
+    bundle = ModelBundle.load(exports["ner_dir"])
+    for name in ("../escape", "", ".hidden", "a/b"):
+        with pytest.raises(ExportError, match="invalid model name"):
+            bundle.export(str(tmp_path), name)
+    assert os.listdir(tmp_path) == []

@@ -13,9 +13,10 @@ import tensorflow as tf
 from tfpipeline.data.examples import CLASSIFICATION, NER
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
-from tfpipeline.models.checkpoint import CheckpointError, resolve_checkpoint, weights_file
-from tfpipeline.models.task_model import (TaskModel, build_task_model, count_params, load_task_model,
-                                          save_task_model)
+from tfpipeline.models.checkpoint import resolve_checkpoint, weights_file
+from tfpipeline.errors import CheckpointError, ConfigError
+from tfpipeline.bundle import ModelBundle
+from tfpipeline.models.task_model import TaskModel, build_task_model, count_params
 
 LABELS = LabelMap(["neg", "pos"])
 TAGS = LabelMap(["O", "B-PER", "I-PER"])
@@ -145,7 +146,7 @@ def test_checkpoint_errors(tmp_path, tiny_checkpoint):
     with pytest.raises(CheckpointError, match="only pytorch_model.bin"):
         build_task_model(str(torch_only), CLASSIFICATION, LABELS)
     with pytest.raises(CheckpointError, match="not a tfpipeline model folder"):
-        load_task_model(tiny_checkpoint)
+        ModelBundle.load(tiny_checkpoint)
 
 
 # --------------------------------------------------------------------------- save / load
@@ -155,23 +156,49 @@ def test_save_load_round_trip_identical_logits(tmp_path, tiny_checkpoint, tiny_e
     # move the weights away from the checkpoint so the round trip cannot pass by reloading it
     for w in model.trainable_weights:
         w.assign(w + tf.random.stateless_normal(w.shape, seed=[1, 2], stddev=0.05))
-    out = save_task_model(model, tiny_encoder, labels, str(tmp_path / "m"), note="hi")
+    out = ModelBundle(model, tiny_encoder, labels, task, {"note": "hi"}).save(str(tmp_path / "m"))
     assert {"config.json", "tf_model.h5", "vocab.txt", "labels.json", "tfpipeline.json"} <= set(os.listdir(out))
-    loaded, encoder, loaded_labels, meta = load_task_model(out)
-    assert loaded_labels == labels and meta["task"] == task and meta["note"] == "hi"
-    assert encoder.max_length == tiny_encoder.max_length == meta["max_length"]
-    f = features_for(encoder, ["round trip text", "another one, longer than the first"])
-    np.testing.assert_allclose(loaded(f).numpy(), model(f).numpy(), rtol=0, atol=1e-6)
-    assert loaded.task == task
+    with open(os.path.join(out, "tfpipeline.json"), encoding="utf-8") as f:   # the folder format, key order too
+        assert list(json.load(f).items()) == [("task", task), ("max_length", 32), ("note", "hi")]
+    loaded = ModelBundle.load(out)
+    assert loaded.labels == labels and loaded.task == task and loaded.meta == {"note": "hi"}
+    assert loaded.kind == "task" and loaded.directory == out and loaded.peft is None
+    assert loaded.encoder.max_length == tiny_encoder.max_length
+    f = features_for(loaded.encoder, ["round trip text", "another one, longer than the first"])
+    np.testing.assert_allclose(loaded.model(f).numpy(), model(f).numpy(), rtol=0, atol=1e-6)
+    assert loaded.model.task == task
+
+
+def test_save_refuses_existing_folder_and_leaves_nothing_half_written(tmp_path, tiny_checkpoint, tiny_encoder):
+    bundle = ModelBundle(build_task_model(tiny_checkpoint, CLASSIFICATION, LABELS), tiny_encoder, LABELS,
+                         CLASSIFICATION)
+    out = bundle.save(str(tmp_path / "m"))
+    before = sorted(os.listdir(out))
+    with pytest.raises(ConfigError, match="not empty"):
+        bundle.save(out)
+    assert sorted(os.listdir(out)) == before and not os.path.exists(out + ".partial")
+    bundle.meta["kept"] = 1
+    bundle.save(out, overwrite=True)
+    assert ModelBundle.load(out).meta == {"kept": 1}
+
+
+def test_unknown_model_kind_is_a_clear_error(tmp_path, tiny_checkpoint, tiny_encoder):
+    out = ModelBundle(build_task_model(tiny_checkpoint, CLASSIFICATION, LABELS), tiny_encoder, LABELS,
+                      CLASSIFICATION).save(str(tmp_path / "m"))
+    meta_file = os.path.join(out, "tfpipeline.json")
+    with open(meta_file, encoding="utf-8") as f:
+        meta = json.load(f)
+    with open(meta_file, "w", encoding="utf-8") as f:      # as a newer tfpipeline might write it
+        json.dump({**meta, "head": "hologram"}, f)
+    with pytest.raises(CheckpointError, match="unknown model kind 'hologram'"):
+        ModelBundle.load(out)
 
 
 def test_trained_model_folder_reloads_with_same_predictions(trained_classifier):
-    from tfpipeline.inference import Predictor
-
     texts = ["this movie was great", "really awful plot", "the story"]
-    fresh = Predictor.from_directory(trained_classifier.output_dir)
+    fresh = ModelBundle.load(trained_classifier.output_dir).predictor()
     np.testing.assert_allclose(fresh.class_probabilities(texts),
-                               trained_classifier.predictor().class_probabilities(texts), atol=1e-6)
+                               trained_classifier.bundle.predictor().class_probabilities(texts), atol=1e-6)
 
 
 def test_fine_tuned_folder_as_checkpoint_with_new_head(trained_classifier, tiny_encoder):
@@ -180,7 +207,7 @@ def test_fine_tuned_folder_as_checkpoint_with_new_head(trained_classifier, tiny_
     model = build_task_model(trained_classifier.output_dir, CLASSIFICATION, three)
     f = features_for(tiny_encoder, ["keep the backbone"])
     assert model(f).shape == (1, 3)
-    np.testing.assert_allclose(hidden(model, f), hidden(trained_classifier.model, f), atol=1e-5)
+    np.testing.assert_allclose(hidden(model, f), hidden(trained_classifier.bundle.model, f), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- MiniLM vs numpy BERT

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, NER, DataError, TextExample, TokenExample
+from tfpipeline.data.examples import CLASSIFICATION, NER, TextExample, TokenExample
+from tfpipeline.errors import DataError
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.pipeline import (align_labels, bucket_boundaries, make_dataset, padding_fraction,
                                       sequence_lengths)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
-from tfpipeline.data.examples import CLASSIFICATION, NER, DataError, TextExample, TokenExample
+from tfpipeline.data.examples import CLASSIFICATION, NER, TextExample, TokenExample
+from tfpipeline.errors import DataError
 from tfpipeline.data.labels import LabelMap
-from tfpipeline.data.readers import detect_format, read_classification_file, read_conll, read_task_file
+from tfpipeline.data.readers import BadRows, detect_format, read_classification_file, read_conll, read_task_file
 from tfpipeline.data.sources import load_task_data
 
 
@@ -281,11 +283,22 @@ def test_load_task_data_holds_out_validation_deterministically(tmp_path):
     path = write(tmp_path, "train.csv", "text,label\n" + rows)
     a = load_task_data(task=CLASSIFICATION, train_file=path, seed=5)
     b = load_task_data(task=CLASSIFICATION, train_file=path, seed=5)
-    assert len(a.validation) == 3 and len(a.train) == 27
+    assert len(a.validation) == 4 and len(a.train) == 26      # round(10% of 15) = 2 per label
     assert [e.text for e in a.validation] == [e.text for e in b.validation]
     assert {e.text for e in a.train}.isdisjoint(e.text for e in a.validation)
     c = load_task_data(task=CLASSIFICATION, train_file=path, seed=6)
     assert [e.text for e in c.validation] != [e.text for e in a.validation]
+
+
+def test_held_out_validation_is_stratified_by_label(tmp_path):
+    """Rare classes appear in validation (a random 10% would often miss them); a singleton stays in train."""
+    counts = {"common": 90, "rare": 8, "rarer": 2, "single": 1}
+    rows = [f"{label} example {i},{label}\n" for label, n in counts.items() for i in range(n)]
+    data = load_task_data(task=CLASSIFICATION, train_file=write(tmp_path, "train.csv", "text,label\n" + "".join(rows)))
+    held = Counter(ex.label for ex in data.validation)
+    assert held == {"common": 9, "rare": 1, "rarer": 1}
+    assert Counter(ex.label for ex in data.train) == {"common": 81, "rare": 7, "rarer": 1, "single": 1}
+    assert data.source("validation").endswith("train.csv, 10% held out")
 
 
 def test_load_task_data_limits_and_errors(tmp_path):
@@ -298,3 +311,50 @@ def test_load_task_data_limits_and_errors(tmp_path):
     one = write(tmp_path, "one.csv", "text,label\nonly one,pos\n")
     with pytest.raises(DataError, match="at least 2"):
         load_task_data(task=CLASSIFICATION, train_file=one)
+
+
+# --------------------------------------------------------------------------- bad rows
+BROKEN_CSV = ("text,label\n"
+              "a fine film,pos\n"
+              "\n"                                    # blank line: ignored, not a bad row
+              "first line of a multi-line text\n"      # unquoted newline: its stray line is a bad row
+              "that went on,neg\n"
+              "too,many,fields\n"
+              ",neg\n"                                  # empty text
+              "awful,neg\n")
+
+
+def test_bad_rows_stop_the_read_by_default(tmp_path):
+    path = write(tmp_path, "broken.csv", BROKEN_CSV)
+    with pytest.raises(DataError, match=r"broken\.csv:4: expected 2 fields \(text, label\), got 1"):
+        read_classification_file(path)
+
+
+def test_bad_rows_skipped_with_their_locations(tmp_path):
+    path = write(tmp_path, "broken.csv", BROKEN_CSV)
+    data = load_task_data(task=CLASSIFICATION, train_file=path, validation_file=path, on_bad_rows="skip")
+    assert [ex.text for ex in data.validation] == ["a fine film", "that went on", "awful"]
+    lines = [row.split(": ")[0] for row in data.skipped_rows]
+    assert lines == [f"{path}:{n}" for n in (4, 6, 7)] * 2          # train file, then validation file
+    assert "got 3" in data.skipped_rows[1] and "'text' is empty" in data.skipped_rows[2]
+    summary = BadRows("skip", data.skipped_rows).summary()
+    assert summary.startswith("6 bad row(s) skipped: ") and summary.endswith("; ... 1 more")
+
+
+def test_bad_conll_line_drops_its_sentence_in_skip_mode(tmp_path):
+    path = write(tmp_path, "b.conll", "alice\tB-PER\nwent\tO\n\nbob\tB-PER\nran off\tO\tX\nhome\tO\n\nparis\tB-LOC\n")
+    with pytest.raises(DataError, match=r"b\.conll:5: expected 2 fields"):
+        read_conll(path)
+    bad = BadRows("skip")
+    sentences = read_conll(path, bad_rows=bad)
+    assert [s.tokens for s in sentences] == [("alice", "went"), ("paris",)]
+    assert bad.skipped == [f"{path}:5: expected 2 fields like the first line, got 3: 'ran off\\tO\\tX' "
+                           "(sentence from line 4 skipped)"]
+
+
+def test_file_level_problems_are_never_skipped(tmp_path):
+    path = write(tmp_path, "cols.csv", "sentence,label\nfine,pos\n")
+    with pytest.raises(DataError, match="missing column 'text'"):
+        read_classification_file(path, bad_rows=BadRows("skip"))
+    with pytest.raises(DataError, match="on_bad_rows must be one of error, skip"):
+        BadRows("ignore")

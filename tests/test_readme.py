@@ -5,6 +5,10 @@ import shlex
 
 import pytest
 
+from tfpipeline.bundle import ModelBundle
+from tfpipeline.cli import build_parser
+from tfpipeline.cli.parser import build_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -14,11 +18,15 @@ def test_readme_keras_fit_example_runs(tmp_path):
     code = re.search(r"## Use from Python.*?```python\n(.*?)```", readme, re.S).group(1)
     small = code.replace('load_dataset("rotten_tomatoes")', 'load_dataset("rotten_tomatoes", limit=32)')
     small = small.replace("epochs=2", "epochs=1").replace('"runs/py"', repr(str(tmp_path / "py")))
-    assert small != code, "the README example changed: update this test's substitutions"
+    small = small.replace('"runs/py_model"', repr(str(tmp_path / "py_model")))
+    assert small.count(str(tmp_path)) == 2, "the README example changed: update this test's substitutions"
     namespace = {}
     exec(compile(small, "README.md", "exec"), namespace)
-    assert namespace["model"].history.history["loss"], "fit did not run"
+    bundle = namespace["bundle"]
+    assert bundle.model.history.history["loss"], "fit did not run"
     assert os.path.isfile(os.path.join(tmp_path, "py", "history.csv"))
+    assert int(bundle.model.optimizer.iterations) == namespace["steps"]   # one epoch = the planned steps
+    assert ModelBundle.load(str(tmp_path / "py_model")).labels == bundle.labels
 
 
 def readme_commands(text: str):
@@ -30,16 +38,19 @@ def readme_commands(text: str):
                 yield shlex.split(line, comments=True)
 
 
-def test_readme_cli_commands_parse():
-    """Stale flags in the README's command examples fail here instead of on a user's machine."""
-    from tfpipeline.cli import build_parser
+def test_readme_cli_commands_parse(monkeypatch):
+    """Stale flags or values in the README's command examples fail here instead of on a user's machine.
 
+    Each command is parsed and its config built (and validated) as ``tfpipeline`` would, without running it.
+    """
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     commands = list(readme_commands(readme))
     assert len(commands) >= 10
+    monkeypatch.chdir(ROOT)  # --config configs/quickstart.yaml is relative to the checkout
     parser = build_parser()
     for argv in commands:
         try:
-            parser.parse_args(argv[1:])
+            args = parser.parse_args(argv[1:])
         except SystemExit:
             pytest.fail(f"README command does not parse: {' '.join(argv)}")
+        build_config(args.command, args)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from tfpipeline.data.examples import DataError, TextExample, TokenExample
+from tfpipeline.data.examples import TextExample, TokenExample
+from tfpipeline.errors import DataError
+from tfpipeline.bundle import ModelBundle
 from tfpipeline.evaluation.evaluate import evaluate_examples, evaluate_model
 from tfpipeline.evaluation.reports import classification_report, format_report, ner_report
 
@@ -57,6 +59,16 @@ def test_format_classification_report(clf_report):
                                                     ["c", "0", "0", "1"]]
 
 
+def test_format_report_prints_long_label_names_in_full():
+    long = "card_payment_wrongly_charged_twice_abroad"        # 41 characters: a 77-intent banking label
+    text = format_report(classification_report([long, "short"], [long, long], [long, "short"]))
+    rows = [ln for ln in text.splitlines() if ln.startswith((long, "short"))]
+    assert [row.split()[0] for row in rows] == [long, "short", long, "short"]   # table rows, then matrix rows
+    header, first = text.splitlines()[0], rows[0]
+    assert first.split()[1] == "0.500" and header.index("precision") + len("precision") == \
+        first.index("0.500") + len("0.500")            # numbers stay under their headings
+
+
 # Sentence 1: the PER span is only half tagged -> wrong entity, though 3/4 tokens are right.
 # Sentence 2: ORG span exactly right.  Sentence 3: MISC missed entirely.
 NER_TRUE = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG", "I-ORG"], ["B-MISC", "O"]]
@@ -97,7 +109,7 @@ def test_format_ner_report():
 
 # --------------------------------------------------------------------------- evaluate_examples
 def test_evaluate_examples_matches_predictions(trained_classifier, clf_data):
-    predictor = trained_classifier.predictor()
+    predictor = trained_classifier.bundle.predictor()
     examples = clf_data.validation
     report = evaluate_examples(predictor, examples)
     predicted = [r["label"] for r in predictor.classify([e.text for e in examples])]
@@ -110,23 +122,23 @@ def test_evaluate_examples_unknown_gold_label(trained_classifier, trained_ner):
     examples = [TextExample("great film", "pos", origin="gold.csv:2"),
                 TextExample("meh", "neutral", origin="gold.csv:3")]
     with pytest.raises(DataError) as info:
-        evaluate_examples(trained_classifier.predictor(), examples)
+        evaluate_examples(trained_classifier.bundle.predictor(), examples)
     assert "gold.csv:3" in str(info.value) and "'neutral'" in str(info.value)
     with pytest.raises(DataError, match=r"gold.csv:9: example has no label"):
-        evaluate_examples(trained_classifier.predictor(), [TextExample("x", None, origin="gold.csv:9")])
+        evaluate_examples(trained_classifier.bundle.predictor(), [TextExample("x", None, origin="gold.csv:9")])
     with pytest.raises(DataError, match="no examples"):
-        evaluate_examples(trained_classifier.predictor(), [])
+        evaluate_examples(trained_classifier.bundle.predictor(), [])
     sentences = [TokenExample(("alice", "went"), ("B-PER", "O"), "gold.conll:1"),
                  TokenExample(("acme", "corp"), ("B-ORG", "I-ORG"), "gold.conll:4")]
     with pytest.raises(DataError, match=r"gold\.conll:4: unknown label 'B-ORG'"):
-        evaluate_examples(trained_ner.predictor(), sentences)
+        evaluate_examples(trained_ner.bundle.predictor(), sentences)
 
 
 def test_evaluate_model_on_files(tmp_path, trained_classifier, trained_ner, ner_data):
     path = tmp_path / "gold.jsonl"
     path.write_text('{"sentence": "a great movie", "y": "pos"}\n{"sentence": "awful acting", "y": "neg"}\n',
                     encoding="utf-8")
-    report = evaluate_model(trained_classifier.output_dir, file=str(path), text_column="sentence",
+    report = evaluate_model(ModelBundle.load(trained_classifier.output_dir), file=str(path), text_column="sentence",
                             label_column="y")
     assert report["examples"] == 2 and report["accuracy"] == 1.0
     assert report["source"] == str(path) and report["model_dir"] == trained_classifier.output_dir
@@ -134,9 +146,11 @@ def test_evaluate_model_on_files(tmp_path, trained_classifier, trained_ner, ner_
     conll = tmp_path / "gold.conll"
     conll.write_text("".join("".join(f"{t}\t{g}\n" for t, g in zip(s.tokens, s.tags)) + "\n"
                              for s in ner_data.validation), encoding="utf-8")
-    ner = evaluate_model(trained_ner.output_dir, file=str(conll), limit=10)
+    # one set of column options for either kind of file: the CoNLL reader ignores the text columns
+    ner = evaluate_model(ModelBundle.load(trained_ner.output_dir), file=str(conll), limit=10,
+                         text_column="sentence", label_column="y")
     assert ner["sentences"] == 10
-    direct = evaluate_examples(trained_ner.predictor(), ner_data.validation[:10])
+    direct = evaluate_examples(trained_ner.bundle.predictor(), ner_data.validation[:10])
     assert ner["f1"] == pytest.approx(direct["f1"])
     with pytest.raises(DataError, match="give a dataset name or a file"):
-        evaluate_model(trained_ner.output_dir)
+        evaluate_model(trained_ner.bundle)

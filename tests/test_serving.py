@@ -189,13 +189,13 @@ def test_rest_classify_metadata_status(rest_clf, grpc_clf):
     assert [[label for label, _ in row] for row in result] == [CLF_LABELS] * len(CLF_TEXTS)
     np.testing.assert_allclose([[s for _, s in row] for row in result],
                                [[s for _, s in row] for row in grpc_clf.classify(CLF_TEXTS)], atol=1e-6)
-    raw = rest_clf.request(rest_clf._url(None, ":classify"), {"signature_name": "classify",
+    raw = rest_clf.request(rest_clf.url(None, ":classify"), {"signature_name": "classify",
                                                                "examples": [{"text": "great"}]})
     assert list(raw) == ["result"] and raw["result"][0][0][0] == "neg"
 
     assert rest_clf.status() == [{"version": "1", "state": "AVAILABLE",
                                   "status": {"error_code": "OK", "error_message": ""}}]
-    meta = rest_clf.request(rest_clf._url(1, "/metadata"))
+    meta = rest_clf.request(rest_clf.url(1, "/metadata"))
     assert meta["model_spec"] == {"name": CLF_NAME, "signature_name": "", "version": "1"}
     defs = meta["metadata"]["signature_def"]["signature_def"]
     assert defs["classify"]["method_name"] == "tensorflow/serving/classify"
@@ -429,7 +429,7 @@ def test_serve_cli_thread_errors(exports, tmp_path, capsys):
 
     args = ["serve", "--model-base", exports["base"], "--grpc-port", "-1", "--rest-port", "-1"]
     assert main(args + ["--intra-op-threads", "-1"]) == 2
-    assert "--intra-op-threads must be >= 0" in capsys.readouterr().err
+    assert "thread counts must be >= 0" in capsys.readouterr().err
     # this test process has run TF ops already: TF refuses new pool sizes, the CLI says so instead of crashing
     assert main(args + ["--inter-op-threads", "3"]) == 2
     assert "cannot set TensorFlow threads now" in capsys.readouterr().err

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from tfpipeline.data.examples import DataError
+from tfpipeline.errors import DataError
 from tfpipeline.data.tokenization import TextEncoder, read_vocab
-from tfpipeline.inference import byte_to_char_offsets
+from tfpipeline.decoding import byte_to_char_offsets
 
 SENTENCES = [
     "Hello, world!",

@@ -13,12 +13,16 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION, DataError, TaskData, TextExample
+from tfpipeline.data.examples import CLASSIFICATION, TaskData, TextExample
+from tfpipeline.bundle import ModelBundle
 from tfpipeline.data.labels import LabelMap
-from tfpipeline.models.task_model import build_task_model, load_task_model
-from tfpipeline.training.losses import MaskedAccuracy, MaskedSparseCategoricalCrossentropy
-from tfpipeline.training.optimization import WarmupLinearDecay, create_optimizer
-from tfpipeline.training.trainer import REPORT_FILE, steps_per_epoch, train
+from tfpipeline.data.pipeline import batches_per_epoch, make_dataset
+from tfpipeline.data.tokenization import TextEncoder
+from tfpipeline.errors import ConfigError, DataError
+from tfpipeline.models.losses import MaskedAccuracy, MaskedSparseCategoricalCrossentropy
+from tfpipeline.models.optimization import WarmupLinearDecay, create_optimizer
+from tfpipeline.models.task_model import build_task_model
+from tfpipeline.training.trainer import REPORT_FILE, train
 
 from conftest import TINY_TRAIN, keyword_examples
 
@@ -34,7 +38,7 @@ def test_classifier_learns_the_keyword_task(trained_classifier):
     report = trained_classifier.report
     assert report["split"] == "validation" and report["examples"] == 32
     assert report["accuracy"] >= 0.9
-    results = trained_classifier.predictor().classify(["the plot was great", "the music was awful",
+    results = trained_classifier.bundle.predictor().classify(["the plot was great", "the music was awful",
                                                        "great", "awful"])
     assert [r["label"] for r in results] == ["pos", "neg", "pos", "neg"]
     for r in results:
@@ -50,9 +54,9 @@ def test_classifier_output_folder(trained_classifier):
     assert not os.path.exists(out + ".partial")
     with open(os.path.join(out, REPORT_FILE)) as f:
         assert json.load(f)["accuracy"] == pytest.approx(trained_classifier.report["accuracy"])
-    _, encoder, labels, meta = load_task_model(out)
-    assert labels.names == ["neg", "pos"] and encoder.max_length == TINY_TRAIN["max_length"]
-    assert meta["config"]["learning_rate"] == TINY_TRAIN["learning_rate"]
+    bundle = ModelBundle.load(out)
+    assert bundle.labels.names == ["neg", "pos"] and bundle.encoder.max_length == TINY_TRAIN["max_length"]
+    assert bundle.meta["config"]["learning_rate"] == TINY_TRAIN["learning_rate"]
     with open(os.path.join(out, "history.csv")) as f:
         assert len(f.read().strip().splitlines()) == 1 + TINY_TRAIN["epochs"]
 
@@ -60,9 +64,9 @@ def test_classifier_output_folder(trained_classifier):
 def test_ner_learns_names_and_places(trained_ner):
     h = trained_ner.history
     assert h["loss"][-1] < 0.5 * h["loss"][0]
-    assert trained_ner.labels.names == ["O", "B-LOC", "B-PER", "I-PER"]
+    assert trained_ner.bundle.labels.names == ["O", "B-LOC", "B-PER", "I-PER"]
     assert trained_ner.report["task"] == "ner" and trained_ner.report["f1"] >= 0.8
-    (result,) = trained_ner.predictor().extract(["yesterday alice smith visited paris ."])
+    (result,) = trained_ner.bundle.predictor().extract(["yesterday alice smith visited paris ."])
     spans = [(e["type"], e["text"]) for e in result["entities"]]
     assert spans == [("PER", "alice smith"), ("LOC", "paris")]
     for tok in result["tokens"]:
@@ -100,12 +104,13 @@ def test_warmup_linear_decay_shape():
 
 def test_create_optimizer_schedule_and_validation():
     opt = create_optimizer(3e-4, total_steps=200, warmup_ratio=0.1)
-    sched = opt.learning_rate if isinstance(opt.learning_rate, WarmupLinearDecay) else opt._learning_rate
-    assert isinstance(sched, WarmupLinearDecay)
+    config = opt.get_config()["learning_rate"]
+    assert config["class_name"].endswith("WarmupLinearDecay")
+    sched = WarmupLinearDecay.from_config(config["config"])
     assert (sched.peak, sched.total_steps, sched.warmup_steps) == (3e-4, 200, 20)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="learning_rate"):
         create_optimizer(0.0, 10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="warmup_ratio"):
         create_optimizer(1e-3, 10, warmup_ratio=1.0)
 
 
@@ -129,11 +134,48 @@ def test_weight_decay_skips_layer_norm_and_bias(tiny_checkpoint):
     assert any("LayerNorm/gamma" in v.name for v in variables)
 
 
-def test_steps_per_epoch():
-    assert steps_per_epoch(100, 16, static_shapes=True, max_length=128) == 6
-    assert steps_per_epoch(100, 16, static_shapes=False, max_length=16) == 7
-    assert steps_per_epoch(100, 16, static_shapes=False, max_length=128) > 7
-    assert steps_per_epoch(3, 16, static_shapes=True, max_length=128) == 1
+def varied_length_examples(short: int, long: int) -> list:
+    """``short`` examples under 16 tokens and ``long`` ones over it: two length buckets at max_length 32."""
+    base = keyword_examples(short + long, seed=5)
+    return base[:short] + [TextExample(ex.text + " and the story was told " * 3, ex.label, origin=ex.origin)
+                           for ex in base[short:]]
+
+
+def test_batches_per_epoch_counts_what_the_dataset_yields(tiny_checkpoint):
+    encoder = TextEncoder.from_directory(tiny_checkpoint, max_length=32)
+    examples = varied_length_examples(20, 20)
+    labels = LabelMap(["neg", "pos"])
+    for kwargs, expected in [(dict(), 4), (dict(bucket=False), 3), (dict(static_shapes=True), 2)]:
+        ds = make_dataset(examples, encoder, labels, CLASSIFICATION, batch_size=16, training=True, **kwargs)
+        assert sum(1 for _ in ds) == expected, kwargs   # 20 + 20 in two buckets: 2 + 2 batches, not ceil(40/16)
+        assert int(ds.cardinality()) == expected        # ... and Keras is told so (known epoch length)
+        assert batches_per_epoch(examples, encoder, CLASSIFICATION, 16, **kwargs) == expected
+
+
+class OptimizerSteps(tf_keras.callbacks.Callback):
+    """Records the optimizer's step counter after each epoch and at the end of training."""
+
+    def __init__(self):
+        super().__init__()
+        self.per_epoch, self.final = [], None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.per_epoch.append(int(self.model.optimizer.iterations))
+
+    def on_train_end(self, logs=None):
+        self.final = int(self.model.optimizer.iterations)
+
+
+def test_learning_rate_schedule_ends_at_the_last_step(tmp_path, tiny_checkpoint):
+    """The warmup/decay schedule is planned over exactly the steps taken, so it reaches 0 at the end."""
+    data = TaskData("lengths", CLASSIFICATION, train=varied_length_examples(20, 20),
+                    validation=keyword_examples(8, seed=6))
+    steps = OptimizerSteps()
+    result = train(data=data, model=tiny_checkpoint, output_dir=str(tmp_path / "m"), callbacks=[steps],
+                   **{**TINY_TRAIN, "epochs": 2, "batch_size": 16})
+    schedule = WarmupLinearDecay.from_config(result.bundle.model.optimizer.get_config()["learning_rate"]["config"])
+    assert steps.per_epoch == [4, 8] and steps.final == schedule.total_steps == 2 * 4
+    assert float(schedule(schedule.total_steps - 1)) > 0 and float(schedule(schedule.total_steps)) == 0
 
 
 # --------------------------------------------------------------------------- best epoch, early stopping
@@ -163,9 +205,7 @@ def test_early_stopping_restores_best_epoch(tmp_path, tiny_checkpoint, clf_data)
     assert len(val) - 1 - int(np.argmax(val)) == 2  # ... exactly `patience` epochs after the best one
     assert val[-1] < best and best >= 0.9
     assert result.report["accuracy"] == pytest.approx(best)  # the returned model is the best epoch's
-    from tfpipeline.inference import Predictor
-
-    reloaded = Predictor.from_directory(out)
+    reloaded = ModelBundle.load(out).predictor()
     probs = reloaded.class_probabilities([e.text for e in clf_data.validation])
     accuracy = np.mean([reloaded.labels.name(i) == e.label for i, e in zip(probs.argmax(1), clf_data.validation)])
     assert accuracy == pytest.approx(best)  # ... and so is the saved one
@@ -219,7 +259,7 @@ def test_existing_output_dir_needs_overwrite(tmp_path, tiny_checkpoint, clf_data
     out = tmp_path / "model"
     out.mkdir()
     (out / "keep.txt").write_text("x", encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{out}: output folder exists and is not empty"):
+    with pytest.raises(ConfigError, match=rf"{out}: output folder exists and is not empty"):
         train(data=clf_data, model=tiny_checkpoint, output_dir=str(out), **TINY_TRAIN)
     assert os.listdir(out) == ["keep.txt"] and not os.path.exists(str(out) + ".partial")
 
@@ -234,18 +274,17 @@ def test_static_shapes_training_with_overwrite(tmp_path, tiny_checkpoint, clf_da
     assert len(result.history["loss"]) == 2 and all(np.isfinite(result.history["loss"]))
     assert result.history["loss"][-1] < result.history["loss"][0]
     assert result.report["examples"] == len(clf_data.validation)  # evaluation still sees every example
-    _, _, _, meta = load_task_model(str(out))
-    assert meta["config"]["static_shapes"] is True
+    assert ModelBundle.load(str(out)).meta["config"]["static_shapes"] is True
 
 
 def test_config_validation_errors(tmp_path, tiny_checkpoint):
-    with pytest.raises(DataError, match="task"):
+    with pytest.raises(ConfigError, match="task"):
         train(dataset=None, train_file="x.csv", output_dir=str(tmp_path / "o"))
-    with pytest.raises(DataError, match="epochs"):
+    with pytest.raises(ConfigError, match="epochs"):
         train(epochs=0, output_dir=str(tmp_path / "o"))
-    with pytest.raises(DataError, match="precision"):
+    with pytest.raises(ConfigError, match="precision"):
         train(precision="float8", output_dir=str(tmp_path / "o"))
-    with pytest.raises(DataError, match="unknown option"):
+    with pytest.raises(ConfigError, match="unknown option"):
         train(learning_rat=0.1, output_dir=str(tmp_path / "o"))
     assert os.listdir(tmp_path) == []
 
@@ -268,7 +307,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     result = train(data=data, model=sys.argv[1], output_dir=sys.argv[2], strategy=strategy, **cfg)
     print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync,
                                   "loss": result.history["loss"], "examples": result.report["examples"],
-                                  "variable_type": type(result.model.trainable_variables[0]).__name__}))
+                                  "variable_type": type(result.bundle.model.trainable_variables[0]).__name__}))
 """)
 
 
@@ -292,3 +331,20 @@ def test_mirrored_strategy_two_cpu_replicas(tmp_path, tiny_checkpoint):
 def test_keyword_examples_are_balanced():
     labels = [e.label for e in keyword_examples(40, 0)]
     assert labels.count("pos") == labels.count("neg") == 20
+
+
+def test_report_header_names_the_evaluated_file_and_skipped_rows(tmp_path, tiny_checkpoint, clf_files, capsys):
+    train_file = tmp_path / "train.csv"
+    rows = open(clf_files["train"], encoding="utf-8").read().splitlines()
+    train_file.write_text("\n".join(rows[:40] + ["a,stray,row"] + rows[40:]) + "\n", encoding="utf-8")
+    test_file = tmp_path / "held_out.csv"
+    test_file.write_text("text,label\nthe film was great,pos\nawful,neg\n", encoding="utf-8")
+    options = dict(dataset=None, task=CLASSIFICATION, train_file=str(train_file), test_file=str(test_file),
+                   model=tiny_checkpoint, **{**TINY_TRAIN, "epochs": 1, "verbose": 1})
+    with pytest.raises(DataError, match=rf"{train_file}:41: expected 2 fields"):
+        train(output_dir=str(tmp_path / "strict"), **options)
+    result = train(output_dir=str(tmp_path / "m"), on_bad_rows="skip", **options)
+    out = capsys.readouterr().out
+    assert f"1 bad row(s) skipped: {train_file}:41: expected 2 fields" in out
+    assert f"evaluation on test ({test_file}):" in out
+    assert result.report["skipped_rows"] == 1 and result.report["skipped_row_examples"][0].startswith(f"{train_file}:41")

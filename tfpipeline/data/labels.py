@@ -5,7 +5,8 @@ import json
 import os
 from typing import Iterable, List, Sequence
 
-from tfpipeline.data.examples import NER, DataError
+from tfpipeline.data.examples import NER
+from tfpipeline.errors import DataError
 
 LABELS_FILE = "labels.json"
 

@@ -15,13 +15,14 @@ continuation pieces, special tokens and padding.
 """
 from __future__ import annotations
 
+import bisect
+import math
 from typing import List, Sequence
-
-from tfpipeline import _env  # noqa: F401
 
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, NER, DataError, TextExample, TokenExample
+from tfpipeline.data.examples import CLASSIFICATION, NER, TextExample, TokenExample
+from tfpipeline.errors import DataError
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import IGNORE_INDEX, TextEncoder
 
@@ -156,15 +157,41 @@ def make_dataset(examples: Sequence, encoder: TextEncoder, labels: LabelMap, tas
             padding_values=pad_values, drop_remainder=False)
     else:
         ds = ds.padded_batch(batch_size, padding_values=pad_values)
+    # A known length: Keras plans (and shows) whole epochs, and its first epoch over a dataset of unknown
+    # length ends with one stray optimizer-step count (iterations + 1 with no batch), which would shift
+    # the learning-rate schedule by a step.
+    batches = batches_per_epoch(examples, encoder, task, batch_size, static_shapes=static_shapes, bucket=bucket)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return without_autotune(ds.prefetch(PREFETCH_BATCHES))
 
 
 def sequence_lengths(examples: Sequence, encoder: TextEncoder, task: str) -> List[int]:
-    """Encoded length (with special tokens) of every example; used for padding statistics."""
+    """Encoded length (with special tokens) of every example, in order (bucketing, padding statistics)."""
     ds = make_dataset(examples, encoder, LabelMap.from_examples(examples, task), task,
-                      batch_size=len(examples), bucket=False, cache=False)
-    features, _ = next(iter(ds))
-    return [int(n) for n in tf.reduce_sum(features["attention_mask"], axis=1).numpy()]
+                      batch_size=1024, bucket=False, cache=False)
+    return [int(n) for features, _ in ds for n in tf.reduce_sum(features["attention_mask"], axis=1).numpy()]
+
+
+def batches_per_epoch(examples: Sequence, encoder: TextEncoder, task: str, batch_size: int, *,
+                      static_shapes: bool = False, bucket: bool = True) -> int:
+    """Exactly how many batches one epoch of ``make_dataset`` (same settings) yields.
+
+    The learning-rate schedule is planned over ``epochs x`` this number, so it
+    must be exact: with length bucketing every bucket ends on its own partial
+    batch, so the count is ``sum(ceil(n_bucket / batch_size))`` over the
+    buckets, which needs the examples' token lengths (one tokenization pass).
+    Static shapes drop the last partial batch; plain padding keeps it.
+    """
+    n = len(examples)
+    if static_shapes:
+        return n // batch_size
+    if not bucket:
+        return math.ceil(n / batch_size)
+    edges = bucket_boundaries(encoder.max_length)
+    sizes = [0] * (len(edges) + 1)
+    for length in sequence_lengths(examples, encoder, task):   # bucket i holds edges[i-1] <= length < edges[i]
+        sizes[bisect.bisect_right(edges, length)] += 1
+    return sum(math.ceil(size / batch_size) for size in sizes)
 
 
 def padding_fraction(dataset: tf.data.Dataset) -> float:

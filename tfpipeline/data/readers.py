@@ -10,9 +10,51 @@ import csv
 import io
 import json
 import os
+from dataclasses import dataclass, field
 from typing import List, Optional
 
-from tfpipeline.data.examples import CLASSIFICATION, NER, DataError, TextExample, TokenExample
+from tfpipeline.config.train import BAD_ROW_MODES
+from tfpipeline.data.examples import CLASSIFICATION, NER, TextExample, TokenExample
+from tfpipeline.errors import DataError
+
+SHOWN_BAD_ROWS = 5
+
+
+@dataclass
+class BadRows:
+    """What to do with a malformed row: stop with its ``DataError`` (``error``) or skip and count it (``skip``).
+
+    Only *row* problems can be skipped (a wrong field count, an empty field, a
+    line that is not JSON, a CoNLL line that breaks its sentence, a bad tag);
+    problems with the whole file (missing, not UTF-8, no header, a column the
+    header lacks) always stop the run.
+    """
+
+    mode: str = "error"
+    skipped: List[str] = field(default_factory=list)   # "file:line: problem", in reading order
+
+    def __post_init__(self):
+        if self.mode not in BAD_ROW_MODES:
+            raise DataError(f"on_bad_rows must be one of {', '.join(BAD_ROW_MODES)}, not {self.mode!r}")
+
+    def bad(self, message: str, skipped: str = "") -> None:
+        """Raise ``message`` (error mode) or record it, with what was dropped (skip mode)."""
+        if self.mode == "error":
+            raise DataError(message)
+        self.skipped.append(f"{message} ({skipped})" if skipped else message)
+
+    def summary(self) -> str:
+        return summarize_bad_rows(self.skipped)
+
+
+def summarize_bad_rows(skipped: List[str]) -> str:
+    """'N bad row(s) skipped: first; second; ...' (the first few locations), or '' when none were."""
+    if not skipped:
+        return ""
+    shown = "; ".join(skipped[:SHOWN_BAD_ROWS])
+    more = f"; ... {len(skipped) - SHOWN_BAD_ROWS} more" if len(skipped) > SHOWN_BAD_ROWS else ""
+    return f"{len(skipped)} bad row(s) skipped: {shown}{more}"
+
 
 TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 CONLL_SUFFIXES = (".conll", ".bio", ".iob", ".conllu", ".txt")
@@ -35,6 +77,11 @@ def read_text(path: str) -> str:
     return text
 
 
+def read_lines(path: str) -> List[str]:
+    """The non-empty lines of a UTF-8 text file, stripped (texts to predict, warmup texts)."""
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+
+
 def detect_format(path: str, fmt: Optional[str] = None) -> str:
     if fmt:
         fmt = fmt.lower()
@@ -51,30 +98,44 @@ def detect_format(path: str, fmt: Optional[str] = None) -> str:
 
 def read_classification_file(path: str, *, text_column: str = "text", label_column: Optional[str] = "label",
                              pair_column: Optional[str] = None, fmt: Optional[str] = None,
-                             require_labels: bool = True) -> List[TextExample]:
-    """Read (text, label[, text pair]) rows from CSV/TSV (with a header row) or JSONL."""
+                             require_labels: bool = True, bad_rows: Optional[BadRows] = None) -> List[TextExample]:
+    """Read (text, label[, text pair]) rows from CSV/TSV (with a header row) or JSONL.
+
+    Malformed rows stop the read with a ``DataError`` naming file and line, unless
+    ``bad_rows`` says to skip them (it then lists what was skipped).
+    """
+    bad_rows = bad_rows or BadRows()
     fmt = detect_format(path, fmt)
     if fmt == "conll":
         raise DataError(f"{path}: a classification file must be csv, tsv or jsonl")
     content = read_text(path)
-    rows = _jsonl_rows(path, content) if fmt == "jsonl" else _delimited_rows(path, content, fmt)
+    rows = _jsonl_rows(path, content, bad_rows) if fmt == "jsonl" else _delimited_rows(path, content, fmt, bad_rows)
     wanted = [text_column] + ([label_column] if label_column and require_labels else []) + \
              ([pair_column] if pair_column else [])
     examples = []
     for line, row in rows:
         missing = [c for c in wanted if c not in row]
         if missing:
-            raise DataError(f"{path}:{line}: missing column {missing[0]!r} (found: {', '.join(map(str, row))})")
-        text = _field(path, line, row, text_column)
-        label = None
-        if label_column and row.get(label_column) is not None:
-            label = str(row[label_column]).strip()
-            if require_labels and not label:
-                raise DataError(f"{path}:{line}: field {label_column!r} is empty")
-        pair = _field(path, line, row, pair_column) if pair_column else None
+            message = f"{path}:{line}: missing column {missing[0]!r} (found: {', '.join(map(str, row))})"
+            if fmt != "jsonl":        # a CSV/TSV header without the column: no row can have it
+                raise DataError(message)
+            bad_rows.bad(message)
+            continue
+        try:
+            text = _field(path, line, row, text_column)
+            label = None
+            if label_column and row.get(label_column) is not None:
+                label = str(row[label_column]).strip()
+                if require_labels and not label:
+                    raise DataError(f"{path}:{line}: field {label_column!r} is empty")
+            pair = _field(path, line, row, pair_column) if pair_column else None
+        except DataError as e:
+            bad_rows.bad(str(e))
+            continue
         examples.append(TextExample(text=text, label=label or None, text_pair=pair, origin=f"{path}:{line}"))
     if not examples:
-        raise DataError(f"{path}: no data rows (only a header?)")
+        raise DataError(f"{path}: no data rows" + (f" ({bad_rows.summary()})" if bad_rows.skipped else
+                                                   " (only a header?)"))
     return examples
 
 
@@ -85,7 +146,7 @@ def _field(path: str, line: int, row: dict, column: str) -> str:
     return str(value).strip()
 
 
-def _delimited_rows(path: str, content: str, fmt: str):
+def _delimited_rows(path: str, content: str, fmt: str, bad_rows: BadRows):
     delimiter = "\t" if fmt == "tsv" else ","
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
     try:
@@ -101,43 +162,50 @@ def _delimited_rows(path: str, content: str, fmt: str):
             start, line = line, reader.line_num + 1
             if not fields or not any(f.strip() for f in fields):
                 continue
-            if len(fields) != len(header):
-                raise DataError(f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), "
-                                f"got {len(fields)}")
+            if len(fields) != len(header):   # also the stray second line of an unquoted multi-line text
+                bad_rows.bad(f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), "
+                             f"got {len(fields)}")
+                continue
             yield start, dict(zip(header, fields))
     except csv.Error as e:
         raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({e})") from None
 
 
-def _jsonl_rows(path: str, content: str):
+def _jsonl_rows(path: str, content: str, bad_rows: BadRows):
     for line, raw in enumerate(content.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
             row = json.loads(raw)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{line}: invalid JSON ({e.msg})") from None
+            bad_rows.bad(f"{path}:{line}: invalid JSON ({e.msg})")
+            continue
         if not isinstance(row, dict):
-            raise DataError(f"{path}:{line}: expected a JSON object, got {type(row).__name__}")
+            bad_rows.bad(f"{path}:{line}: expected a JSON object, got {type(row).__name__}")
+            continue
         yield line, row
 
 
 def read_conll(path: str, *, token_column: int = 0, tag_column: int = -1, require_tags: bool = True,
-               token_prefix: Optional[str] = None) -> List[TokenExample]:
+               token_prefix: Optional[str] = None, bad_rows: Optional[BadRows] = None) -> List[TokenExample]:
     """Read a CoNLL/BIO file: one ``token<TAB or space>...tag`` per line, blank line between sentences.
 
     ``-DOCSTART-`` lines are skipped. ``token_prefix`` strips a prefix such as
     WikiANN's ``en:``. Every line of the file must have the same number of fields.
+    A bad line stops the read, or with ``bad_rows`` in skip mode drops its whole
+    sentence (a sentence with a hole would teach wrong tags).
     """
+    bad_rows = bad_rows or BadRows()
     content = read_text(path)
     examples: List[TokenExample] = []
     tokens: List[str] = []
     tags: List[str] = []
     start_line = 0
     width = None
+    broken = False
 
     def flush():
-        if tokens:
+        if tokens and not broken:
             examples.append(TokenExample(tokens=tuple(tokens), tags=tuple(tags) if tags else None,
                                          origin=f"{path}:{start_line}"))
         tokens.clear()
@@ -147,6 +215,7 @@ def read_conll(path: str, *, token_column: int = 0, tag_column: int = -1, requir
         line = raw.strip()
         if not line:
             flush()
+            broken = False
             continue
         if line.startswith("-DOCSTART-"):
             continue
@@ -155,22 +224,29 @@ def read_conll(path: str, *, token_column: int = 0, tag_column: int = -1, requir
             width = len(fields)
             if require_tags and width < 2:
                 raise DataError(f"{path}:{line_no}: expected 'token<TAB>tag', got one field {line!r}")
-        if len(fields) != width:
-            raise DataError(f"{path}:{line_no}: expected {width} fields like the first line, "
-                            f"got {len(fields)}: {line!r}")
         if not tokens:
             start_line = line_no
+        try:
+            if len(fields) != width:
+                raise DataError(f"{path}:{line_no}: expected {width} fields like the first line, "
+                                f"got {len(fields)}: {line!r}")
+            if require_tags or width > 1:
+                check_bio_tag(fields[tag_column].strip(), f"{path}:{line_no}")
+        except DataError as e:
+            bad_rows.bad(str(e), skipped=f"sentence from line {start_line} skipped")
+            broken = True
+        if broken:
+            tokens.append("")            # keeps the sentence open until its blank line; never stored
+            continue
         token = fields[token_column]
         if token_prefix and token.startswith(token_prefix):
             token = token[len(token_prefix):]
         tokens.append(token)
         if require_tags or width > 1:
-            tag = fields[tag_column].strip()
-            check_bio_tag(tag, f"{path}:{line_no}")
-            tags.append(tag)
+            tags.append(fields[tag_column].strip())
     flush()
     if not examples:
-        raise DataError(f"{path}: no sentences found")
+        raise DataError(f"{path}: no sentences found" + (f" ({bad_rows.summary()})" if bad_rows.skipped else ""))
     return examples
 
 
@@ -182,10 +258,19 @@ def check_bio_tag(tag: str, where: str) -> None:
         raise DataError(f"{where}: tag {tag!r} is not a BIO tag (expected O, B-TYPE or I-TYPE)")
 
 
-def read_task_file(path: str, task: str, **kwargs) -> list:
-    """Read a user file for ``task`` (classification or ner) with the matching reader."""
+TEXT_OPTIONS = ("text_column", "label_column", "pair_column")
+CONLL_OPTIONS = ("token_column", "tag_column", "token_prefix")
+
+
+def read_task_file(path: str, task: str, *, bad_rows: Optional[BadRows] = None, **options) -> list:
+    """Read a user file for ``task`` (classification or ner) with the matching reader.
+
+    Column options of the other task's reader are ignored, so a caller can pass
+    one set of options (e.g. a config's) for either kind of file.
+    """
     if task == CLASSIFICATION:
-        return read_classification_file(path, **kwargs)
+        return read_classification_file(path, bad_rows=bad_rows,
+                                        **{k: v for k, v in options.items() if k in TEXT_OPTIONS})
     if task == NER:
-        return read_conll(path, **kwargs)
+        return read_conll(path, bad_rows=bad_rows, **{k: v for k, v in options.items() if k in CONLL_OPTIONS})
     raise DataError(f"unknown task {task!r} (use {CLASSIFICATION} or {NER})")

@@ -2,26 +2,30 @@
 from __future__ import annotations
 
 import random
-from typing import Optional
+from collections import defaultdict
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfpipeline.data.examples import DataError, TaskData
-from tfpipeline.data.readers import read_task_file
+from tfpipeline.config import DataOptions
+from tfpipeline.data.catalog import list_datasets, load_dataset
+from tfpipeline.data.examples import CLASSIFICATION, TaskData
+from tfpipeline.data.readers import BadRows, read_task_file
+from tfpipeline.errors import DataError
 
 
 def load_task_data(*, dataset: Optional[str] = None, task: Optional[str] = None,
                    train_file: Optional[str] = None, validation_file: Optional[str] = None,
                    test_file: Optional[str] = None, limit_train: Optional[int] = None,
-                   limit_eval: Optional[int] = None, seed: int = 13, **reader_options) -> TaskData:
+                   limit_eval: Optional[int] = None, seed: int = 13, on_bad_rows: str = "error",
+                   **reader_options) -> TaskData:
     """Load splits from files (if ``train_file``) or the catalog, then apply the per-split limits.
 
     With files and no ``validation_file``, 10% of the training file is held out
-    (deterministically, by ``seed``) for early stopping.
+    (deterministically, by ``seed``; stratified by label for classification, see
+    ``hold_out``) for early stopping.
     """
     if train_file:
-        data = _from_files(task, train_file, validation_file, test_file, seed, reader_options)
+        data = _from_files(task, train_file, validation_file, test_file, seed, BadRows(on_bad_rows), reader_options)
     elif dataset:
-        from tfpipeline.data.catalog import load_dataset
-
         data = load_dataset(dataset, seed=seed)
         if task and task != data.task:
             raise DataError(f"dataset {dataset!r} is a {data.task} dataset, not {task}")
@@ -37,19 +41,78 @@ def load_task_data(*, dataset: Optional[str] = None, task: Optional[str] = None,
     return data
 
 
-def _from_files(task, train_file, validation_file, test_file, seed, options) -> TaskData:
-    conll_options = {k: v for k, v in options.items() if k in ("token_column", "tag_column", "token_prefix")}
-    text_options = {k: v for k, v in options.items() if k in ("text_column", "label_column", "pair_column")}
-    opts = conll_options if task == "ner" else text_options
-    train = read_task_file(train_file, task, **opts)
+def data_from_options(options: DataOptions, *, task: Optional[str] = None, seed: int = 13,
+                      recorded: Optional[Mapping[str, Any]] = None, recorded_in: str = "") -> TaskData:
+    """The examples ``options`` describe (a built-in dataset or files, limits applied).
+
+    With neither a dataset nor a train file in ``options``, fall back to the data
+    ``recorded`` in a model folder's metadata (``recorded_in`` names the folder in
+    errors): what a teacher, or the old task of continual learning, was trained on.
+    """
+    task = task or options.task
+    limits = dict(limit_train=options.limit_train, limit_eval=options.limit_eval, seed=seed,
+                  on_bad_rows=options.on_bad_rows)
+    if options.dataset or options.train_file:
+        return load_task_data(dataset=options.dataset, task=task, train_file=options.train_file,
+                              validation_file=options.validation_file, test_file=options.test_file,
+                              **limits, **options.reader_options())
+    if recorded is None:
+        raise DataError("no data: give a built-in dataset name or a train file")
+    dataset, config = recorded.get("dataset"), recorded.get("config") or {}
+    if dataset and dataset in {info.name for info in list_datasets()}:
+        return load_task_data(dataset=dataset, task=task, **limits)
+    if dataset and config.get("train_file") == dataset:  # trained on files: the same files again
+        columns = {k: config[k] for k in ("text_column", "label_column", "pair_column") if config.get(k)}
+        return load_task_data(task=task, train_file=dataset, validation_file=config.get("validation_file"),
+                              test_file=config.get("test_file"), **limits, **columns)
+    raise DataError(f"{recorded_in or 'the model folder'}: does not record its training data"
+                    f"{f' (dataset: {dataset!r})' if dataset else ''}; give the data with a dataset name "
+                    "or a train file")
+
+
+VALIDATION_FRACTION = 0.1
+
+
+def hold_out(examples: Sequence, task: str, fraction: float, seed: int) -> Tuple[List, List]:
+    """Split ``examples`` into (train, held out), seeded.
+
+    Classification is stratified by label: every label with at least two
+    examples puts ``round(fraction * n)`` of them (at least one) into the held-out
+    part, so rare classes are validated too; a label seen once stays in training.
+    NER sentences (many labels each) are held out at random.
+    """
+    rng = random.Random(seed)
+    if task != CLASSIFICATION:
+        shuffled = list(examples)
+        rng.shuffle(shuffled)
+        cut = max(1, int(len(shuffled) * fraction))
+        return shuffled[cut:], shuffled[:cut]
+    by_label: Dict[str, List] = defaultdict(list)
+    for ex in examples:
+        by_label[ex.label].append(ex)
+    train, held = [], []
+    for label in sorted(by_label, key=str):
+        group = by_label[label]
+        rng.shuffle(group)
+        cut = 0 if len(group) < 2 else max(1, round(len(group) * fraction))
+        held += group[:cut]
+        train += group[cut:]
+    rng.shuffle(train)
+    rng.shuffle(held)
+    return train, held
+
+
+def _from_files(task, train_file, validation_file, test_file, seed, bad_rows: BadRows, options) -> TaskData:
+    train = read_task_file(train_file, task, bad_rows=bad_rows, **options)
     if validation_file:
-        validation = read_task_file(validation_file, task, **opts)
+        validation = read_task_file(validation_file, task, bad_rows=bad_rows, **options)
     else:
-        shuffled = list(train)
-        random.Random(seed).shuffle(shuffled)
-        cut = max(1, len(shuffled) // 10)
-        if len(shuffled) < 2:
+        if len(train) < 2:
             raise DataError(f"{train_file}: need at least 2 examples to hold one out for validation")
-        validation, train = shuffled[:cut], shuffled[cut:]
-    test = read_task_file(test_file, task, **opts) if test_file else []
-    return TaskData(name=train_file, task=task, train=train, validation=validation, test=test)
+        train, validation = hold_out(train, task, VALIDATION_FRACTION, seed)
+    test = read_task_file(test_file, task, bad_rows=bad_rows, **options) if test_file else []
+    files = {"train": train_file, "validation": validation_file or f"{train_file}, 10% held out"}
+    if test_file:
+        files["test"] = test_file
+    return TaskData(name=train_file, task=task, train=train, validation=validation, test=test, files=files,
+                    skipped_rows=list(bad_rows.skipped))

@@ -16,12 +16,10 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tfpipeline import _env  # noqa: F401
-
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from tfpipeline.data.examples import DataError
+from tfpipeline.errors import DataError
 
 VOCAB_FILE = "vocab.txt"
 TOKENIZER_CONFIG = "tokenizer_config.json"

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
-from tfpipeline.data.examples import CLASSIFICATION, DataError
+from tfpipeline.bundle import ModelBundle
+from tfpipeline.data.catalog import load_dataset
+from tfpipeline.data.examples import CLASSIFICATION
 from tfpipeline.data.readers import read_task_file
+from tfpipeline.errors import DataError
 from tfpipeline.evaluation.reports import classification_report, ner_report
 from tfpipeline.inference import Predictor
 
@@ -32,25 +35,27 @@ def evaluate_examples(predictor: Predictor, examples: Sequence) -> Dict:
     return ner_report([ex.tags for ex in examples], predicted)
 
 
-def evaluate_model(model_dir: str, *, dataset: Optional[str] = None, split: str = "test",
+def evaluate_model(bundle: ModelBundle, *, dataset: Optional[str] = None, split: str = "test",
                    file: Optional[str] = None, limit: Optional[int] = None, batch_size: int = 64,
                    **reader_options) -> Dict:
-    """Evaluate a saved model folder on a built-in dataset split or a labelled file."""
-    predictor = Predictor.from_directory(model_dir, batch_size=batch_size)
+    """Evaluate a model bundle on a built-in dataset split or a labelled file.
+
+    The report names what it scored (``source``: the file, or ``dataset:split``)
+    and the model folder, if the bundle has one.
+    """
     if file:
-        examples = read_task_file(file, predictor.task, **reader_options)
+        examples = read_task_file(file, bundle.task, **reader_options)
         source = file
     elif dataset:
-        from tfpipeline.data.catalog import load_dataset
-
         data = load_dataset(dataset)
-        if data.task != predictor.task:
-            raise DataError(f"dataset {dataset!r} is {data.task}, the model at {model_dir} is {predictor.task}")
+        if data.task != bundle.task:
+            where = f"the model at {bundle.directory}" if bundle.directory else "the model"
+            raise DataError(f"dataset {dataset!r} is {data.task}, {where} is {bundle.task}")
         examples, source = data.split(split), f"{dataset}:{split}"
     else:
         raise DataError("give a dataset name or a file to evaluate on")
     if limit:
         examples = examples[:limit]
-    report = evaluate_examples(predictor, examples)
-    report.update(source=source, model_dir=model_dir)
+    report = evaluate_examples(bundle.predictor(batch_size=batch_size), examples)
+    report.update(source=source, model_dir=bundle.directory or None)
     return report

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Set
 
-from tfpipeline import _env  # noqa: F401
-
 import tensorflow as tf
 
 from tfpipeline.export.saved_model import read_saved_model_proto

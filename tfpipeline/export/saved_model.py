@@ -9,55 +9,50 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
 import tempfile
-from typing import Dict, Optional, Sequence, Tuple, Union
-
-from tfpipeline import _env  # noqa: F401
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
+import tensorflow_text
+from tensorflow.core.protobuf import saved_model_pb2
 
-from tfpipeline.data.examples import CLASSIFICATION, DataError
+try:  # private API, used only to refresh the fingerprint after editing saved_model.pb
+    from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+except ImportError:  # pragma: no cover - a stale fingerprint only affects metrics, not loading
+    fingerprinting = None
+
+import tfpipeline
+
+from tfpipeline.errors import ExportError
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
-from tfpipeline.export.signatures import CLASSIFY_METHOD, serving_module
-from tfpipeline.export.warmup import DEFAULT_WARMUP_TEXTS, write_warmup_requests
+from tfpipeline.export.signatures import serving_module
+from tfpipeline.export.warmup import DEFAULT_WARMUP_TEXTS, WARMUP_FILE, write_warmup_requests
+from tfpipeline.staging import staged_output
 
 ASSETS_EXTRA = "assets.extra"
 METADATA_FILE = "tfpipeline.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 
 
-class ExportError(DataError):
-    """The export cannot be written (bad version, existing version, bad model folder)."""
+def export_model(model, encoder: TextEncoder, labels: LabelMap, task: str, base_dir: str, model_name: str, *,
+                 version: Optional[int] = None, warmup_texts: Optional[Sequence[str]] = None,
+                 source_dir: str = "") -> str:
+    """Export a trained Keras model to ``<base_dir>/<model_name>/<version>/`` and return that path.
 
-
-def export_model(source: Union[str, tuple, object], base_dir: str, model_name: str,
-                 version: Optional[int] = None, warmup_texts: Optional[Sequence[str]] = None) -> str:
-    """Export a trained model to ``<base_dir>/<model_name>/<version>/`` and return that path.
-
-    ``source`` is a model folder written by ``save_task_model``, a ``Predictor``,
-    or a tuple ``(model, encoder, labels, task)``. ``version`` defaults to the
-    highest existing version + 1 (1 for a new model).
+    Usually called as ``ModelBundle.export(base_dir, model_name)``. ``version``
+    defaults to the highest existing version + 1 (1 for a new model); an
+    existing version is never overwritten. ``source_dir`` (the model folder, if
+    any) is recorded in the export metadata.
     """
     if not model_name or "/" in model_name or os.sep in model_name or model_name.startswith("."):
         raise ExportError(f"invalid model name {model_name!r} (a folder name, not a path)")
     model_root = os.path.join(base_dir, model_name)
-    version = _choose_version(model_root, version)          # fail fast, before loading the model
-    model, encoder, labels, task, source_dir = _resolve_source(source)
-    os.makedirs(model_root, exist_ok=True)
+    version = _choose_version(model_root, version)
     final = os.path.join(model_root, str(version))
-
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_root)  # hidden from model servers
-    try:
-        _write_saved_model(staging, model, encoder, labels, task, warmup_texts, model_name,
-                           version, source_dir)
-        if os.path.exists(final):  # another exporter won the race for this version
-            raise ExportError(f"{final}: version {version} already exists; versions are never overwritten")
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    # hidden staging folder: a model server polling model_root never sees a half-written version
+    with staged_output(final, hidden=True, error=ExportError) as staging:
+        _write_saved_model(staging, model, encoder, labels, task, warmup_texts, model_name, version, source_dir)
     return final
 
 
@@ -81,35 +76,19 @@ def _choose_version(model_root: str, version: Optional[int]) -> int:
     return version
 
 
-def _resolve_source(source) -> Tuple[object, TextEncoder, LabelMap, str, str]:
-    if isinstance(source, (str, os.PathLike)):
-        from tfpipeline.models.task_model import load_task_model
-
-        model, encoder, labels, meta = load_task_model(str(source))
-        return model, encoder, labels, meta["task"], str(source)
-    if all(hasattr(source, a) for a in ("model", "encoder", "labels", "task")):   # a Predictor
-        return source.model, source.encoder, source.labels, source.task, ""
-    if isinstance(source, tuple) and len(source) == 4:
-        model, encoder, labels, task = source
-        task = task["task"] if isinstance(task, dict) else task
-        return model, encoder, labels, task, ""
-    raise ExportError("export source must be a model folder, a Predictor or (model, encoder, labels, task)")
-
-
 def _write_saved_model(path: str, model, encoder: TextEncoder, labels: LabelMap, task: str,
                        warmup_texts, model_name: str, version: int, source_dir: str) -> None:
     with tempfile.TemporaryDirectory() as assets:
         encoder.save(assets)
         labels.save(assets)
         module = serving_module(model, encoder, labels, task, asset_dir=assets)
-        signatures = module.signatures()
-        tf.saved_model.save(module, path, signatures=signatures,
+        tf.saved_model.save(module, path, signatures=module.signatures(),
                             options=tf.saved_model.SaveOptions(save_debug_info=False))
-    if task == CLASSIFICATION:
-        set_method_names(path, {"classify": CLASSIFY_METHOD})
+    if module.method_names():
+        set_method_names(path, module.method_names())
     extra = os.path.join(path, ASSETS_EXTRA)
     os.makedirs(extra, exist_ok=True)
-    write_warmup_requests(os.path.join(extra, "tf_serving_warmup_requests"), model_name, task, encoder,
+    write_warmup_requests(os.path.join(extra, WARMUP_FILE), model_name, task, encoder,
                           list(warmup_texts or DEFAULT_WARMUP_TEXTS))
     meta = export_metadata(path, task, labels, encoder, model_name, version, source_dir)
     with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
@@ -117,8 +96,6 @@ def _write_saved_model(path: str, model, encoder: TextEncoder, labels: LabelMap,
 
 
 def read_saved_model_proto(path: str):
-    from tensorflow.core.protobuf import saved_model_pb2
-
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(path, SAVED_MODEL_FILE), "rb") as f:
         proto.ParseFromString(f.read())
@@ -142,11 +119,9 @@ def set_method_names(path: str, methods: Dict[str, str]) -> None:
 
 def _refresh_fingerprint(path: str) -> None:
     fingerprint = os.path.join(path, "fingerprint.pb")
-    if not os.path.exists(fingerprint):
+    if fingerprinting is None or not os.path.exists(fingerprint):
         return
     try:
-        from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
-
         data = fingerprinting.CreateFingerprintDef(path)
     except Exception:   # private API; a stale fingerprint only affects metrics, not loading
         return
@@ -169,10 +144,6 @@ def signature_table(path: str) -> Dict[str, dict]:
 
 def export_metadata(path: str, task: str, labels: LabelMap, encoder: TextEncoder, model_name: str,
                     version: int, source_dir: str) -> dict:
-    import tensorflow_text
-
-    import tfpipeline
-
     return {"task": task, "labels": labels.names, "max_length": encoder.max_length,
             "lower_case": encoder.lower_case, "model_name": model_name, "version": version,
             "source_model_dir": os.path.abspath(source_dir) if source_dir else None,

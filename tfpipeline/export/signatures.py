@@ -7,7 +7,7 @@ the export holds weights + tokenizer + label names and nothing else.
 
 Raw-text signatures run the *same* ``TextEncoder`` methods that the tf.data
 training pipeline uses (``encode``, ``split_words``, ``encode_words``) and the
-same ``word_scores`` decoding as ``Predictor``; ``predict_ids`` takes token ids
+same decoding (``tfpipeline.decoding``) as ``Predictor``; ``predict_ids`` takes token ids
 and needs only core TF ops (for servers without tensorflow-text).
 
 Signature table (B = batch, T = tokens, W = words, E = entities, C = labels):
@@ -32,15 +32,13 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict
 
-from tfpipeline import _env  # noqa: F401
-
 import tensorflow as tf
 
 from tfpipeline.data.examples import CLASSIFICATION, NER
 from tfpipeline.data.labels import LABELS_FILE, LabelMap
 from tfpipeline.data.tokenization import TOKENIZER_CONFIG, VOCAB_FILE, TextEncoder
-from tfpipeline.export.spans import bio_tables, char_offsets, merge_bio
-from tfpipeline.inference import word_scores
+from tfpipeline.decoding import bio_tables, char_offsets, merge_bio, word_scores
+from tfpipeline.errors import ExportError
 
 TEXT = tf.TensorSpec([None], tf.string, name="text")
 TEXT_PAIR = tf.TensorSpec([None], tf.string, name="text_pair")
@@ -48,8 +46,17 @@ EXAMPLES = tf.TensorSpec([None], tf.string, name="inputs")
 IDS = tf.TensorSpec([None, None], tf.int32, name="input_ids")
 MASK = tf.TensorSpec([None, None], tf.int32, name="attention_mask")
 EXAMPLE_TEXT_FEATURE = "text"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
 PAD_OFFSET = -1
+
+SERVING_MODULES: Dict[str, type] = {}
+
+
+def register_serving_module(task: str):
+    """Class decorator: the ``ServingModule`` subclass that exports models of ``task``."""
+    def register(cls):
+        SERVING_MODULES[task] = cls
+        return cls
+    return register
 
 
 class ServingModule(tf.Module):
@@ -74,7 +81,12 @@ class ServingModule(tf.Module):
     def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
         raise NotImplementedError
 
+    def method_names(self) -> Dict[str, str]:
+        """Signatures whose TF Serving method is not Predict (``tf.saved_model.save`` writes Predict for all)."""
+        return {}
 
+
+@register_serving_module(CLASSIFICATION)
 class ClassifierServing(ServingModule):
     """Sentence (pair) classification signatures."""
 
@@ -110,7 +122,11 @@ class ClassifierServing(ServingModule):
                 "classify": self.classify_examples.get_concrete_function(),
                 "predict_ids": self.predict_ids.get_concrete_function()}
 
+    def method_names(self):
+        return {"classify": tf.saved_model.CLASSIFY_METHOD_NAME}   # TF Serving's Classify API routes here
 
+
+@register_serving_module(NER)
 class TaggerServing(ServingModule):
     """Token classification (NER) signatures: words, tags, offsets and merged entity spans."""
 
@@ -167,9 +183,7 @@ class TaggerServing(ServingModule):
 
 
 def serving_module(model, encoder: TextEncoder, labels: LabelMap, task: str, asset_dir: str = "") -> ServingModule:
-    """The serving module for ``task`` (classification or ner)."""
-    if task == CLASSIFICATION:
-        return ClassifierServing(model, encoder, labels, asset_dir)
-    if task == NER:
-        return TaggerServing(model, encoder, labels, asset_dir)
-    raise ValueError(f"unknown task {task!r}")
+    """The registered serving module for ``task``."""
+    if task not in SERVING_MODULES:
+        raise ExportError(f"no serving module for task {task!r} (registered: {', '.join(sorted(SERVING_MODULES))})")
+    return SERVING_MODULES[task](model, encoder, labels, asset_dir)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from tfpipeline import _env  # noqa: F401
-
 import tensorflow as tf
+from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
 
 from tfpipeline.data.examples import CLASSIFICATION
 from tfpipeline.data.tokenization import TextEncoder
@@ -29,8 +28,6 @@ def text_example(text: str) -> tf.train.Example:
 
 def warmup_logs(model_name: str, task: str, encoder: TextEncoder, texts: Sequence[str]) -> list:
     """PredictionLogs for the text signature, ``predict_ids`` and (classification) ``classify``."""
-    from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
-
     if not texts:
         raise ValueError("warmup needs at least one text")
     logs = []
@@ -69,6 +66,4 @@ def write_warmup_requests(path: str, model_name: str, task: str, encoder: TextEn
 
 def read_warmup_requests(path: str) -> list:
     """Parse a warmup file back into PredictionLog protos (tests, debugging)."""
-    from tensorflow_serving.apis import prediction_log_pb2
-
     return [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]

@@ -1,4 +1,4 @@
-"""Prompt-based (cloze / PET / LM-BFF style) zero- and few-shot classification with a masked-LM head.
+"""Prompt-based (cloze / PET / LM-BFF style) classification with a masked-LM head: the model.
 
 Why: a pretrained masked language model already "classifies" when a text is
 turned into a cloze question. With the template ``"{text} It was [MASK]."``
@@ -14,6 +14,10 @@ in the pre-training format. This needs a checkpoint that ships its MLM head
 (``cls.predictions.*``); all-MiniLM-L6-v2 does not, which is why
 ``tfpipeline.models.zeroshot`` classifies by sentence-embedding similarity
 instead. ``has_mlm_head(path)`` tells which method a checkpoint supports.
+
+This module holds the model and its checkpoint/template helpers; the
+classifier workflow (``ClozeClassifier``: zero-shot, prompt fine-tuning,
+saving) is ``tfpipeline.training.prompting``.
 
 How:
 
@@ -32,8 +36,8 @@ How:
   heads; other architectures fall back to full-vocabulary logits at every
   position), then ``log_softmax`` over the vocabulary and, per label, the mean
   (or ``logsumexp``: log of the summed probabilities) over its label words.
-  So ``Predictor``, ``evaluate``, ``export_model`` (tokenizer in the graph)
-  and the model server use a cloze classifier exactly like a fine-tuned one.
+  So ``Predictor``, evaluation, export (tokenizer in the graph) and the model
+  server use a cloze classifier exactly like a fine-tuned one.
 * Truncation: the *prompted* sequence is at most ``max_length`` =
   ``min(encoder.max_length, config.max_position_embeddings)`` pieces, i.e. the
   same length budget as an ordinary classifier run with that ``--max-length``.
@@ -41,15 +45,12 @@ How:
   pieces; the template, and so ``[MASK]``, is never cut. A template that
   leaves no room for the text is an error.
 * Verbalizer: label -> words; every word must be one WordPiece of the
-  vocabulary (a ``DataError`` names the word and its pieces otherwise). The
+  vocabulary (a ``ConfigError`` names the word and its pieces otherwise). The
   default is the label name itself.
-* ``ClozeClassifier`` ties it together: ``from_checkpoint`` (``tf_model.h5``
-  or ``model.safetensors``; a checkpoint whose MLM head weights are missing is
-  a ``CheckpointError``, not silently a random head), ``classify`` /
-  ``evaluate`` through ``Predictor``, ``finetune(shots, ...)`` (prompt-based
-  fine-tuning with the project's tf.data pipeline and AdamW schedule) and
-  ``save`` (an HF MLM checkpoint + vocab + labels.json + ``tfpipeline.json``
-  with ``head: "cloze"``, which ``load_task_model`` reads back).
+* Model folder kind ``cloze`` (registered below): an HF masked-LM checkpoint +
+  vocab + labels.json + ``tfpipeline.json`` holding the prompt ids
+  (``ClozeModel.prompt_metadata``). A checkpoint whose MLM head weights are
+  missing is a ``CheckpointError`` (``load_mlm``), not silently a random head.
 
 Limits: single-text classification only (text pairs / NLI-style templates
 with two slots are not supported); ``{text}`` appears once, ``[MASK]`` once,
@@ -63,22 +64,21 @@ only becomes useful after fine-tuning.
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import shutil
-import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tfpipeline import _env  # noqa: F401
-
+import h5py
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from safetensors import safe_open
+from transformers import AutoConfig, TFAutoModelForMaskedLM
 
-from tfpipeline.data.examples import CLASSIFICATION, DataError, TextExample
+from tfpipeline.data.examples import CLASSIFICATION
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import FEATURES, TextEncoder
-from tfpipeline.models.checkpoint import CheckpointError
+from tfpipeline.errors import CheckpointError, ConfigError
+from tfpipeline.models.checkpoint import load_hf_model, resolve_checkpoint, weights_file
+from tfpipeline.models.kinds import ModelKind, register_model_kind
 
 CLOZE_HEAD = "cloze"                      # tfpipeline.json "head" of a saved cloze classifier
 TEXT_SLOT, MASK_TOKEN = "{text}", "[MASK]"
@@ -91,8 +91,6 @@ NO_HEAD_HINT = ("cloze prompting needs a checkpoint with its masked-LM head (cls
 # ------------------------------------------------------------------ checkpoint helpers
 def _head_layer_names(path: str) -> List[str]:
     """Top-level layer names of the checkpoint's TF masked-LM class, minus the encoder (no weights built)."""
-    from transformers import AutoConfig, TFAutoModelForMaskedLM
-
     try:
         model = TFAutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(path))
     except (ValueError, KeyError) as e:
@@ -106,8 +104,6 @@ def has_mlm_head(path: Optional[str]) -> bool:
     Reads only file metadata: the layer names of ``tf_model.h5`` or the tensor
     names of ``model.safetensors`` (``cls.predictions.*`` for BERT).
     """
-    from tfpipeline.models.checkpoint import resolve_checkpoint, weights_file
-
     path = resolve_checkpoint(path)
     kind, wfile = weights_file(path)
     try:
@@ -117,13 +113,9 @@ def has_mlm_head(path: Optional[str]) -> bool:
     if not heads:
         return False
     if kind == "tf":
-        import h5py
-
         with h5py.File(wfile, "r") as f:
             stored = {n.decode() if isinstance(n, bytes) else n for n in f.attrs.get("layer_names", [])}
             return all(h in stored and len(f[h].attrs.get("weight_names", [])) > 0 for h in heads)
-    from safetensors import safe_open
-
     prefixes = tuple(h.split("___")[-1] + "." for h in heads)   # TF 'mlm___cls' is PyTorch 'cls.'
     keys = []
     for shard in wfile.split(","):
@@ -135,36 +127,11 @@ def has_mlm_head(path: Optional[str]) -> bool:
 def load_mlm(path: str):
     """The checkpoint as a transformers ``TFAutoModelForMaskedLM``; ``CheckpointError`` if its MLM head is missing.
 
-    ``load_safetensors_into`` tolerates missing ``cls.*`` weights (right for
-    task heads, which are re-initialised); here they must be there, or the
-    "MLM" would predict label words with a random head.
+    ``load_hf_model`` reports missing head weights instead of raising (right
+    for task heads, which are new); here they must be there, or the "MLM"
+    would predict label words with a random head.
     """
-    import logging
-
-    from transformers import AutoConfig, TFAutoModelForMaskedLM
-
-    from tfpipeline.models.checkpoint import load_safetensors_into, weights_file
-
-    kind, wfile = weights_file(path)
-    config = AutoConfig.from_pretrained(path)
-    try:
-        if kind == "tf":
-            tf_logger = logging.getLogger("transformers.modeling_tf_utils")
-            level = tf_logger.level
-            tf_logger.setLevel(logging.ERROR)      # we raise our own, clearer error for a missing head
-            try:
-                model, info = TFAutoModelForMaskedLM.from_pretrained(path, config=config, output_loading_info=True)
-            finally:
-                tf_logger.setLevel(level)
-            missing = list(info.get("missing_keys", []))
-        else:
-            model = TFAutoModelForMaskedLM.from_config(config)
-            model(model.dummy_inputs, training=False)
-            missing = list(load_safetensors_into(model, wfile).get("missing_keys", []))
-    except CheckpointError:
-        raise
-    except ValueError as e:   # e.g. an architecture without a TF masked-LM class
-        raise CheckpointError(f"{path}: cannot load as a masked LM ({e})") from None
+    model, missing = load_hf_model(TFAutoModelForMaskedLM, path)
     if missing:
         raise CheckpointError(f"{path}: checkpoint has no masked-LM head (missing {missing[:5]}); {NO_HEAD_HINT}")
     return model
@@ -175,10 +142,10 @@ def check_template(template: str) -> Tuple[str, str]:
     """'{text} It was [MASK].' -> (prefix, suffix) around ``{text}``; exactly one ``{text}`` and one ``[MASK]``."""
     example = f"e.g. {DEFAULT_CLOZE_TEMPLATE!r}"
     if template.count(TEXT_SLOT) != 1:
-        raise DataError(f"cloze template {template!r} needs exactly one {TEXT_SLOT} slot for the text and one "
+        raise ConfigError(f"cloze template {template!r} needs exactly one {TEXT_SLOT} slot for the text and one "
                         f"{MASK_TOKEN} for the label word ({example})")
     if template.count(MASK_TOKEN) != 1:
-        raise DataError(f"cloze template {template!r} needs exactly one {MASK_TOKEN} for the label word ({example})")
+        raise ConfigError(f"cloze template {template!r} needs exactly one {MASK_TOKEN} for the label word ({example})")
     prefix, _, suffix = template.partition(TEXT_SLOT)
     return prefix, suffix
 
@@ -209,7 +176,7 @@ def verbalizer_ids(encoder: TextEncoder, labels: LabelMap,
     verbalizer = dict(verbalizer or {})
     unknown = sorted(set(verbalizer) - set(labels.names))
     if unknown:
-        raise DataError(f"verbalizer names unknown labels {unknown} (labels: {labels.names})")
+        raise ConfigError(f"verbalizer names unknown labels {unknown} (labels: {labels.names})")
     words = {n: [w.strip() for w in (verbalizer.get(n) or [n]) if w.strip()] or [n] for n in labels.names}
     ids, owner = [], {}
     for name in labels.names:
@@ -218,10 +185,10 @@ def verbalizer_ids(encoder: TextEncoder, labels: LabelMap,
             pieces = _piece_ids(encoder, word)
             if len(pieces) != 1 or pieces[0] == encoder.unk_id:
                 shown = [encoder.vocab[i] for i in pieces]
-                raise DataError(f"label word {word!r} (label {name!r}) is not one vocabulary piece: it tokenizes to "
+                raise ConfigError(f"label word {word!r} (label {name!r}) is not one vocabulary piece: it tokenizes to "
                                 f"{shown}; choose single-piece label words (--verbalizer 'label=word,...')")
             if pieces[0] in owner and owner[pieces[0]] != name:
-                raise DataError(f"label word {word!r} is used for both {owner[pieces[0]]!r} and {name!r}")
+                raise ConfigError(f"label word {word!r} is used for both {owner[pieces[0]]!r} and {name!r}")
             owner[pieces[0]] = name
             row.append(pieces[0])
         ids.append(row)
@@ -242,18 +209,18 @@ class ClozeModel(tf_keras.Model):
                  pad_id: int, mask_id: int, reduce: str = "mean", **kwargs):
         super().__init__(**kwargs)
         if reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+            raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, not {reduce!r}")
         self.backbone = backbone
         self.task = CLASSIFICATION
         self.reduce = reduce
         prompt = list(prefix_ids) + list(suffix_ids)
         if prompt.count(mask_id) != 1:
-            raise DataError("the template must contain the mask token exactly once")
+            raise ConfigError("the template must contain the mask token exactly once")
         positions = getattr(backbone.config, "max_position_embeddings", max_length) or max_length
         self.max_length = int(min(max_length, positions))
         self.text_budget = self.max_length - 2 - len(prompt)
         if self.text_budget < 1:
-            raise DataError(f"the template takes {len(prompt)} pieces; with [CLS]/[SEP] that leaves no room for "
+            raise ConfigError(f"the template takes {len(prompt)} pieces; with [CLS]/[SEP] that leaves no room for "
                             f"the text within max_length {self.max_length}")
         # numpy (not tracked by Keras); baked into the graph as constants
         self.prefix_ids = np.asarray(prefix_ids, np.int32)
@@ -265,6 +232,12 @@ class ClozeModel(tf_keras.Model):
         self.word_ids = np.asarray([list(r) + [0] * (width - len(r)) for r in label_word_ids], np.int32)
         self.word_valid = np.asarray([[1.0] * len(r) + [0.0] * (width - len(r)) for r in label_word_ids], np.float32)
         self._token_types = "token_type_ids" in inspect.signature(self.main.call).parameters
+
+    def prompt_metadata(self) -> Dict[str, Any]:
+        """The ``"prompt"`` entry of a cloze model folder's ``tfpipeline.json`` (what rebuilds this model)."""
+        return {"prefix_ids": [int(i) for i in self.prefix_ids], "suffix_ids": [int(i) for i in self.suffix_ids],
+                "max_length": self.max_length, "cls_id": self.cls_id, "sep_id": self.sep_id,
+                "pad_id": self.pad_id, "mask_id": self.mask_id}
 
     # properties, not attributes: Keras would track the sub-layers a second time
     @property
@@ -320,11 +293,13 @@ class ClozeModel(tf_keras.Model):
         return tf.reduce_sum(words * valid, axis=-1) / tf.reduce_sum(valid, axis=-1)
 
 
-def load_cloze_classifier(directory: str, meta: Mapping) -> ClozeModel:
-    """The model of a folder written by ``ClozeClassifier.save`` (called by ``load_task_model``)."""
+def _load_cloze_model(directory: str, meta: Mapping[str, Any], labels: LabelMap) -> ClozeModel:
     prompt = meta.get("prompt") or {}
     if not prompt or not meta.get("label_word_ids"):
         raise CheckpointError(f"{directory}: cloze model folder lacks its prompt ids in tfpipeline.json")
+    if len(meta["label_word_ids"]) != len(labels):
+        raise CheckpointError(f"{directory}: tfpipeline.json has label words for {len(meta['label_word_ids'])} "
+                              f"labels, labels.json {len(labels)}")
     model = ClozeModel(load_mlm(directory), prompt["prefix_ids"], prompt["suffix_ids"], meta["label_word_ids"],
                        max_length=prompt["max_length"], cls_id=prompt["cls_id"], sep_id=prompt["sep_id"],
                        pad_id=prompt["pad_id"], mask_id=prompt["mask_id"], reduce=meta.get("reduce", "mean"))
@@ -332,138 +307,4 @@ def load_cloze_classifier(directory: str, meta: Mapping) -> ClozeModel:
     return model
 
 
-# ------------------------------------------------------------------ classifier
-class ClozeClassifier:
-    """Masked-LM prompt + verbalizer classifier: zero-shot, or prompt-based fine-tuning on a few shots."""
-
-    def __init__(self, backbone, encoder: TextEncoder, labels: Sequence[str], *,
-                 template: str = DEFAULT_CLOZE_TEMPLATE, verbalizer: Optional[Mapping[str, Sequence[str]]] = None,
-                 reduce: str = "mean"):
-        self.backbone, self.encoder = backbone, encoder
-        self.labels = labels if isinstance(labels, LabelMap) else LabelMap(labels)
-        self.template = template
-        self.prefix_ids, self.suffix_ids = template_ids(encoder, template)
-        self.verbalizer, self.label_word_ids = verbalizer_ids(encoder, self.labels, verbalizer)
-        self.model = ClozeModel(backbone, self.prefix_ids, self.suffix_ids, self.label_word_ids,
-                                max_length=encoder.max_length, cls_id=encoder.cls_id, sep_id=encoder.sep_id,
-                                pad_id=encoder.pad_id, mask_id=encoder.mask_id, reduce=reduce)
-        self.model({k: tf.ones([1, 4], tf.int32) for k in FEATURES}, training=False)
-        self.shots: List[TextExample] = []
-        self.finetune_epochs = 0
-        self._predictor = None
-
-    @classmethod
-    def from_checkpoint(cls, labels: Sequence[str], checkpoint: Optional[str], *, max_length: int = 128,
-                        **kwargs) -> "ClozeClassifier":
-        """From a local checkpoint (or cloze model folder) with an MLM head; ``CheckpointError`` without one."""
-        from tfpipeline.models.checkpoint import resolve_checkpoint
-
-        path = resolve_checkpoint(checkpoint)
-        if not has_mlm_head(path):
-            raise CheckpointError(f"{path}: checkpoint has no masked-LM head; {NO_HEAD_HINT}")
-        return cls(load_mlm(path), TextEncoder.from_directory(path, max_length=max_length), labels, **kwargs)
-
-    @property
-    def max_length(self) -> int:
-        """Length budget of the prompted sequence (text is truncated to fit the template in it)."""
-        return self.model.max_length
-
-    # -------------------------------------------------------------- prediction (all through Predictor)
-    def predictor(self, batch_size: int = 64):
-        """A ``Predictor`` over ``task_model()`` (what evaluate / export / serving take)."""
-        from tfpipeline.inference import Predictor
-
-        if self._predictor is None or self._predictor.batch_size != batch_size:
-            self._predictor = Predictor(self.model, self.encoder, self.labels, CLASSIFICATION, batch_size)
-        return self._predictor
-
-    def task_model(self) -> ClozeModel:
-        return self.model
-
-    def class_probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        return self.predictor().class_probabilities(list(texts))
-
-    def classify(self, texts: Sequence[str]) -> List[Dict]:
-        return self.predictor().classify(list(texts))
-
-    def evaluate(self, examples: Sequence[TextExample]) -> Dict:
-        from tfpipeline.evaluation.evaluate import evaluate_examples
-
-        _no_pairs(examples)
-        return evaluate_examples(self.predictor(), examples)
-
-    # -------------------------------------------------------------- prompt-based fine-tuning
-    def finetune(self, shots: Sequence[TextExample], *, epochs: int = 20, learning_rate: float = 2e-5,
-                 batch_size: int = 8, seed: int = 13, warmup_ratio: float = 0.1, verbose: int = 0) -> Dict[str, list]:
-        """Train the whole MLM with cross-entropy over the label logits on ``shots``; returns the Keras history.
-
-        Same data pipeline (``make_dataset``: plain text features; the prompt is built inside the model) and
-        AdamW warmup/decay schedule (``create_optimizer``) as ordinary fine-tuning. LM-BFF trains pretrained
-        BERT-size models for ~1000 steps at 1e-5 with batch 8; with 16-32 shots per class the defaults here
-        (20 epochs at 2e-5) are a shorter budget, raise ``epochs`` if the loss has not flattened.
-        """
-        from tfpipeline.data.pipeline import make_dataset
-        from tfpipeline.training.optimization import create_optimizer
-
-        if not shots:
-            raise DataError("prompt fine-tuning needs labelled examples")
-        _no_pairs(shots)
-        tf_keras.utils.set_random_seed(seed)
-        steps = epochs * max(1, -(-len(shots) // batch_size))
-        self.model.compile(optimizer=create_optimizer(learning_rate, steps, warmup_ratio=warmup_ratio),
-                           loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                           metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-        data = make_dataset(list(shots), self.encoder, self.labels, CLASSIFICATION, batch_size=batch_size,
-                            training=True, seed=seed)
-        started = time.perf_counter()
-        history = self.model.fit(data, epochs=epochs, verbose=verbose)
-        self.train_seconds = time.perf_counter() - started
-        self.shots, self.finetune_epochs = list(shots), self.finetune_epochs + epochs
-        return dict(history.history)
-
-    # -------------------------------------------------------------- deployment
-    def save(self, directory: str, *, overwrite: bool = False, source_checkpoint: Optional[str] = None,
-             **meta) -> str:
-        """Write a model folder (HF MLM checkpoint + vocab + labels + prompt metadata) that
-        ``load_task_model`` / ``Predictor.from_directory`` / ``export_model`` / serving use like a trained model.
-
-        The folder appears only when complete (written as ``<directory>.partial``, then renamed).
-        """
-        from tfpipeline.models.task_model import save_task_model
-        from tfpipeline.training.trainer import prepare_output, publish_run
-
-        staging = prepare_output(directory, overwrite)
-        enc = self.encoder
-        prompt = {"prefix_ids": [int(i) for i in self.prefix_ids], "suffix_ids": [int(i) for i in self.suffix_ids],
-                  "max_length": self.max_length, "cls_id": enc.cls_id, "sep_id": enc.sep_id,
-                  "pad_id": enc.pad_id, "mask_id": enc.mask_id}
-        try:
-            save_task_model(self.model, enc, self.labels, staging, head=CLOZE_HEAD, template=self.template,
-                            verbalizer=self.verbalizer, label_word_ids=self.label_word_ids, reduce=self.model.reduce,
-                            prompt=prompt, shots=len(self.shots), finetune_epochs=self.finetune_epochs,
-                            source_checkpoint=source_checkpoint, **meta)
-            publish_run(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return directory
-
-    @classmethod
-    def from_directory(cls, directory: str) -> "ClozeClassifier":
-        """A saved cloze model folder as a classifier again (e.g. to fine-tune it further)."""
-        from tfpipeline.models.task_model import META_FILE
-
-        with open(os.path.join(directory, META_FILE), encoding="utf-8") as f:
-            meta = json.load(f)
-        if meta.get("head") != CLOZE_HEAD:
-            raise CheckpointError(f"{directory}: not a cloze classifier folder (head {meta.get('head')!r})")
-        return cls(load_mlm(directory), TextEncoder.from_directory(directory, max_length=meta.get("max_length")),
-                   LabelMap.load(directory), template=meta["template"], verbalizer=meta["verbalizer"],
-                   reduce=meta.get("reduce", "mean"))
-
-
-def _no_pairs(examples: Sequence[TextExample]) -> None:
-    for ex in examples:
-        if getattr(ex, "text_pair", None) is not None:
-            raise DataError(f"{ex.origin or 'example'}: cloze prompting classifies single texts; text pairs "
-                            "are not supported")
+register_model_kind(ModelKind(CLOZE_HEAD, _load_cloze_model))   # the MLM checkpoint is the whole state

@@ -11,39 +11,49 @@ Both work by wrapping existing ``Dense`` layers of the built backbone:
 
 ``freeze_for_peft`` leaves only the new parameters plus the task head
 (classifier and, for sequence classification, the pooler) trainable.
+
+The options are ``tfpipeline.config.PeftOptions`` (the same fields as the
+``--peft`` flags). Which method a model carries is read off its layers
+(``applied_method``), not stored on the model, so a model cannot disagree with
+its own PEFT state. ``peft_metadata`` / ``options_from_metadata`` are the
+``"peft"`` entry of a model folder's ``tfpipeline.json``.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
-
-from tfpipeline import _env  # noqa: F401
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from tfpipeline.config import PeftOptions
+from tfpipeline.errors import CheckpointError, ConfigError
+from tfpipeline.models.task_model import count_params
+
 PEFT_WEIGHTS = "peft_weights.npz"
-METHODS = ("lora", "adapter")
+LORA_TARGETS = ("query", "value")   # attention projections LoRA wraps (Hu et al.: q and v suffice)
 
 
-@dataclass
-class PeftConfig:
-    method: str = "lora"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.1
-    lora_targets: Tuple[str, ...] = ("query", "value")
-    adapter_size: int = 64
+def peft_metadata(options: PeftOptions, *, merged: bool = False) -> Dict[str, Any]:
+    """The ``"peft"`` entry of ``tfpipeline.json`` (the format model folders have always used)."""
+    meta = {"method": options.peft, "lora_rank": options.lora_rank, "lora_alpha": options.lora_alpha,
+            "lora_dropout": options.lora_dropout, "lora_targets": list(LORA_TARGETS),
+            "adapter_size": options.adapter_size}
+    if merged:
+        meta["merged"] = True
+    return meta
 
-    def validate(self) -> "PeftConfig":
-        if self.method not in METHODS:
-            raise ValueError(f"unknown PEFT method {self.method!r} (use {', '.join(METHODS)})")
-        if self.lora_rank < 1 or self.adapter_size < 1:
-            raise ValueError("lora_rank and adapter_size must be >= 1")
-        return self
+
+def options_from_metadata(meta: Dict[str, Any]) -> PeftOptions:
+    """Inverse of ``peft_metadata``."""
+    try:
+        return PeftOptions(peft=meta["method"], lora_rank=int(meta["lora_rank"]),
+                           lora_alpha=float(meta["lora_alpha"]), lora_dropout=float(meta["lora_dropout"]),
+                           adapter_size=int(meta["adapter_size"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"malformed peft entry in tfpipeline.json ({e}): {meta}") from None
 
 
 class LoraDense(tf_keras.layers.Layer):
@@ -92,35 +102,43 @@ def _encoder_layers(model) -> List:
     return list(main.encoder.layer)
 
 
-def _targets(model, method: str, lora_targets=("query", "value")) -> Iterator[Tuple[str, object, str]]:
+def _targets(model, method: str) -> Iterator[Tuple[str, object, str]]:
     """(path, owner layer, attribute) of every Dense that the method wraps."""
     for i, layer in enumerate(_encoder_layers(model)):
         if method == "lora":
-            for name in lora_targets:
+            for name in LORA_TARGETS:
                 yield f"layer_{i}/{name}", layer.attention.self_attention, name
         else:
             yield f"layer_{i}/attention_output", layer.attention.dense_output, "dense"
             yield f"layer_{i}/output", layer.bert_output, "dense"
 
 
-def apply_peft(model, config: PeftConfig) -> Dict[str, int]:
+def apply_peft(model, options: PeftOptions) -> Dict[str, int]:
     """Wrap the target layers and freeze the rest; returns trainable/total parameter counts."""
-    config.validate()
-    for _, owner, attr in _targets(model, config.method, config.lora_targets):
+    options.validate_peft()
+    if not options.peft:
+        raise ConfigError("apply_peft needs a PEFT method (lora or adapter)")
+    if applied_method(model):
+        raise ConfigError("PEFT is already applied to this model")
+    for _, owner, attr in _targets(model, options.peft):
         base = getattr(owner, attr)
-        if isinstance(base, (LoraDense, AdapterDense)):
-            raise ValueError("PEFT is already applied to this model")
-        wrapper = (LoraDense(base, config.lora_rank, config.lora_alpha, config.lora_dropout)
-                   if config.method == "lora" else AdapterDense(base, config.adapter_size))
+        wrapper = (LoraDense(base, options.lora_rank, options.lora_alpha, options.lora_dropout)
+                   if options.peft == "lora" else AdapterDense(base, options.adapter_size))
         setattr(owner, attr, wrapper)
     freeze_for_peft(model)
-    model.peft_config = config
-    return parameter_counts(model)
+    return count_params(model)
 
 
-def peft_layers(model) -> List[tf_keras.layers.Layer]:
+def applied_method(model) -> Optional[str]:
+    """"lora" or "adapter" if the model's layers carry that PEFT method now, else None.
+
+    Architectures whose layers PEFT does not know (it wraps BERT's) carry none.
+    """
     backbone = getattr(model, "backbone", model)
-    return [m for m in backbone.submodules if isinstance(m, (LoraDense, AdapterDense))]
+    for method, wrapper in (("lora", LoraDense), ("adapter", AdapterDense)):
+        if any(isinstance(m, wrapper) for m in backbone.submodules):
+            return method
+    return None
 
 
 def freeze_for_peft(model) -> None:
@@ -158,31 +176,23 @@ def freeze_for_peft(model) -> None:
         model._trainable = True
 
 
-def parameter_counts(model) -> Dict[str, int]:
-    from tfpipeline.models.task_model import count_params
-
-    return count_params(model)
-
-
 def merge_lora(model) -> None:
     """Fold every LoRA update into its Dense kernel and unwrap (predictions unchanged)."""
-    for _, owner, attr in _targets(model, "lora", getattr(getattr(model, "peft_config", None), "lora_targets",
-                                                          ("query", "value"))):
+    for _, owner, attr in _targets(model, "lora"):
         wrapper = getattr(owner, attr)
         if isinstance(wrapper, LoraDense):
             wrapper.base.kernel.assign(wrapper.merged_kernel())
             wrapper.base.trainable = True
             setattr(owner, attr, wrapper.base)
-    model.peft_config = None
     getattr(model, "backbone", model).trainable = True
 
 
 def _peft_weight_items(model) -> Dict[str, tf.Variable]:
-    config: Optional[PeftConfig] = getattr(model, "peft_config", None)
-    if config is None:
-        raise ValueError("model has no PEFT layers (apply_peft first)")
+    method = applied_method(model)
+    if method is None:
+        raise ConfigError("model has no PEFT layers (apply_peft first)")
     items: Dict[str, tf.Variable] = {}
-    for path, owner, attr in _targets(model, config.method, config.lora_targets):
+    for path, owner, attr in _targets(model, method):
         wrapper = getattr(owner, attr)
         if isinstance(wrapper, LoraDense):
             items[f"{path}/lora_a"], items[f"{path}/lora_b"] = wrapper.lora_a, wrapper.lora_b
@@ -213,7 +223,7 @@ def load_peft_weights(model, path: str) -> None:
     items = _peft_weight_items(model)
     missing = sorted(set(items) - set(stored.files))
     if missing:
-        raise ValueError(f"{path}: lacks PEFT weights {missing[:3]} (different PEFT config?)")
+        raise CheckpointError(f"{path}: lacks PEFT weights {missing[:3]} (different PEFT config?)")
     for key, var in items.items():
         var.assign(stored[key])
 
@@ -221,10 +231,10 @@ def load_peft_weights(model, path: str) -> None:
 @contextlib.contextmanager
 def detached(model):
     """Temporarily put the original Dense layers back (e.g. to save a plain HF checkpoint)."""
-    config: Optional[PeftConfig] = getattr(model, "peft_config", None)
+    method = applied_method(model)
     swapped = []
-    if config is not None:
-        for _, owner, attr in _targets(model, config.method, config.lora_targets):
+    if method is not None:
+        for _, owner, attr in _targets(model, method):
             wrapper = getattr(owner, attr)
             if isinstance(wrapper, (LoraDense, AdapterDense)):
                 setattr(owner, attr, wrapper.base)

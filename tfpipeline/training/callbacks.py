@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 from typing import List
 
-from tfpipeline import _env  # noqa: F401
-
 import tf_keras
 
 BEST_WEIGHTS = os.path.join("checkpoints", "best")

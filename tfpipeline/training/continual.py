@@ -9,8 +9,8 @@ appended with freshly initialised rows. This covers both
 * class-incremental learning (a new label set: the old head survives
   inside the bigger one),
 
-and the result is still a plain ``TaskModel`` folder that evaluates, exports
-and serves like any other. The old task is scored *task-aware* (argmax over
+and the result is still a plain task-model ``ModelBundle`` (a model folder
+when saved) that evaluates, exports and serves like any other. The old task is scored *task-aware* (argmax over
 its own labels, which a caller of the old task knows) and also open-set
 (argmax over every label) -- both are reported.
 
@@ -27,65 +27,33 @@ Against forgetting:
 """
 from __future__ import annotations
 
-import logging
+import contextlib
 import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
-
-from tfpipeline import _env  # noqa: F401
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION, DataError, TaskData, TextExample
+from tfpipeline.bundle import ModelBundle, read_metadata
+from tfpipeline.config import ContinualConfig, DataOptions, with_overrides
+from tfpipeline.data.examples import CLASSIFICATION, TaskData, TextExample
 from tfpipeline.data.labels import LabelMap
-from tfpipeline.data.pipeline import make_dataset
+from tfpipeline.data.pipeline import batches_per_epoch, make_dataset
+from tfpipeline.data.sources import data_from_options
 from tfpipeline.data.tokenization import FEATURES, TextEncoder
+from tfpipeline.errors import CheckpointError, ConfigError, DataError
+from tfpipeline.evaluation.reports import classification_report
 from tfpipeline.inference import Predictor
-from tfpipeline.models.task_model import TaskModel, build_task_model, load_task_model, save_task_model
+from tfpipeline.models.task_model import TaskModel, build_task_model
+from tfpipeline.models.weights import weight_key
+from tfpipeline.staging import staged_output
+from tfpipeline.training.trainer import write_report
 
-METHODS = ("none", "rehearsal", "ewc", "ewc+rehearsal")
 REPORT_FILE = "continual_report.json"
-log = logging.getLogger(__name__)
-
-
-def _opt(default, help: str):
-    """A config field with its help text (the CLI flags are generated from these)."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class ContinualConfig:
-    method: str = _opt("ewc+rehearsal", " | ".join(METHODS))
-    replay_fraction: float = _opt(0.2, "old examples replayed, as a fraction of the new training set")
-    ewc_lambda: float = _opt(1.0, "strength of the (mean-normalised) Fisher penalty")
-    fisher_examples: int = _opt(200, "old-task examples used to estimate the Fisher diagonal")
-    epochs: int = 3
-    learning_rate: float = 5e-5
-    batch_size: int = 32
-    warmup_ratio: float = 0.1
-    seed: int = 13
-
-    def validate(self) -> "ContinualConfig":
-        if self.method not in METHODS:
-            raise DataError(f"continual method must be one of {', '.join(METHODS)}, not {self.method!r}")
-        if not 0.0 <= self.replay_fraction <= 10.0:
-            raise DataError(f"replay_fraction must be in [0, 10], got {self.replay_fraction}")
-        if self.ewc_lambda < 0:
-            raise DataError(f"ewc_lambda must be >= 0, got {self.ewc_lambda}")
-        return self
-
-    @property
-    def uses_ewc(self) -> bool:
-        return "ewc" in self.method
-
-    @property
-    def uses_rehearsal(self) -> bool:
-        return "rehearsal" in self.method
 
 
 # ---------------------------------------------------------------- label space and head
@@ -94,18 +62,14 @@ def union_labels(old: LabelMap, new_names: Sequence[str]) -> LabelMap:
     return LabelMap(list(old.names) + [n for n in new_names if n not in old])
 
 
-def _weight_key(variable) -> str:
-    return variable.name.split("/", 1)[1].rsplit(":", 1)[0]  # drop the per-instance model scope
-
-
 def expand_head(old_model: TaskModel, checkpoint_dir: str, old_labels: LabelMap, labels: LabelMap) -> TaskModel:
     """A copy of the model folder with a head over ``labels`` whose old rows are the old head's."""
     if labels == old_labels:
         return old_model
     model = build_task_model(checkpoint_dir, old_model.task, labels)
-    old_weights = {_weight_key(w): w.numpy() for w in old_model.weights}
+    old_weights = {weight_key(w): w.numpy() for w in old_model.weights}
     for w in model.weights:
-        old = old_weights.get(_weight_key(w))
+        old = old_weights.get(weight_key(w))
         if old is None:
             continue
         if old.shape == tuple(w.shape):
@@ -145,7 +109,7 @@ def fisher_diagonal(model: TaskModel, encoder: TextEncoder, labels: LabelMap, ex
     for features, label in make_dataset(sample, encoder, labels, model.task, batch_size=1, bucket=False):
         for total, g in zip(totals, squared_gradients(features, label)):
             total += g.numpy()
-    return {_weight_key(v): (t / len(sample)).astype(np.float32) for v, t in zip(variables, totals)}
+    return {weight_key(v): (t / len(sample)).astype(np.float32) for v, t in zip(variables, totals)}
 
 
 def ewc_anchors(model: TaskModel, fisher: Dict[str, np.ndarray], old_weights: Dict[str, np.ndarray],
@@ -161,7 +125,7 @@ def ewc_anchors(model: TaskModel, fisher: Dict[str, np.ndarray], old_weights: Di
         scale = count / total if total > 0 else 1.0
     anchors = []
     for v in model.trainable_variables:
-        key = _weight_key(v)
+        key = weight_key(v)
         if key not in fisher or key not in old_weights:
             continue
         f, old = fisher[key] * scale, old_weights[key]
@@ -189,7 +153,14 @@ class _Untracked:
 
 
 class EWCModel(tf_keras.Model):
-    """Wraps a task model; ``train_step`` adds the EWC penalty to the compiled loss."""
+    """Trains a compiled task model on its compiled loss plus the EWC penalty (custom ``train_step``).
+
+    Compile the task model first (``ModelBundle.compile``: the same loss,
+    metrics and optimizer as ``train``), then this wrapper with that optimizer:
+    ``EWCModel(model, anchors, strength).compile(optimizer=model.optimizer)``.
+    The task model keeps its loss, metrics and optimizer, so afterwards it is
+    compiled like any trained model.
+    """
 
     def __init__(self, model: TaskModel, anchors, strength: float, **kwargs):
         super().__init__(**kwargs)
@@ -203,17 +174,21 @@ class EWCModel(tf_keras.Model):
     def anchors(self):
         return self._anchor_holder.value
 
+    @property
+    def metrics(self):
+        return [*self.model.metrics, self.penalty_tracker]   # loss, accuracy, ewc_penalty (reset every epoch)
+
     def call(self, inputs, training=False):
         return self.model(inputs, training=training)
 
     def train_step(self, data):
         x, y = data
         with tf.GradientTape() as tape:
-            logits = self(x, training=True)
+            logits = self.model(x, training=True)
             penalty = ewc_penalty(self.anchors, self.strength)  # a graph constant 0 without anchors
-            loss = self.compiled_loss(y, logits, regularization_losses=self.losses) + penalty
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        self.compiled_metrics.update_state(y, logits)
+            loss = self.model.compiled_loss(y, logits, regularization_losses=self.model.losses) + penalty
+        self.optimizer.minimize(loss, self.model.trainable_variables, tape=tape)
+        self.model.compiled_metrics.update_state(y, logits)
         self.penalty_tracker.update_state(penalty)
         return {m.name: m.result() for m in self.metrics}
 
@@ -232,8 +207,6 @@ def rehearsal_mix(new_train: Sequence, old_train: Sequence, fraction: float, see
 # ---------------------------------------------------------------- evaluation
 def task_scores(predictor: Predictor, examples: Sequence[TextExample], task_labels: Sequence[str]) -> Dict:
     """Task-aware scores (argmax over ``task_labels`` only) and the open-set accuracy (all labels)."""
-    from tfpipeline.evaluation.reports import classification_report
-
     probs = predictor.class_probabilities([ex.text for ex in examples],
                                           [ex.text_pair for ex in examples] if examples[0].text_pair else None)
     ids = [predictor.labels.id(n) for n in task_labels]
@@ -247,11 +220,24 @@ def task_scores(predictor: Predictor, examples: Sequence[TextExample], task_labe
 
 
 # ---------------------------------------------------------------- end to end
+def old_task_data(model_dir: str, options: DataOptions, *, seed: int = 13) -> TaskData:
+    """The old task's examples: those ``options`` name, else the data the model folder records.
+
+    What a model folder records is its dataset name, or the training files
+    ``train`` read (kept in its config); an in-memory dataset cannot be found again.
+    """
+    recorded = read_metadata(model_dir)
+    try:
+        return data_from_options(options, task=CLASSIFICATION, seed=seed, recorded=recorded, recorded_in=model_dir)
+    except DataError as e:
+        if options.dataset or options.train_file:
+            raise
+        raise DataError(f"old task: {e} (--old-dataset / --old-train-file)") from None
+
+
 @dataclass
 class ContinualResult:
-    model: TaskModel
-    encoder: TextEncoder
-    labels: LabelMap
+    bundle: ModelBundle
     output_dir: Optional[str]
     report: Dict[str, Any]
     history: Dict[str, list] = field(default_factory=dict)
@@ -262,58 +248,60 @@ def continual_finetune(model_dir: str, new_data: TaskData, old_data: TaskData, o
                        verbose: int = 0, **overrides) -> ContinualResult:
     """Fine-tune the model folder ``model_dir`` (trained on ``old_data``) on ``new_data``.
 
-    Reports old-task scores before and after and new-task scores after; with
-    ``output_dir`` the model is saved as a normal model folder (+ ``continual_report.json``).
-    Like ``train``, the folder appears only when everything succeeded.
+    ``overrides`` change single ``ContinualConfig`` fields. Reports old-task
+    scores before and after and new-task scores after; with ``output_dir`` the
+    model is saved as a normal model folder (+ ``continual_report.json``).
+    Like ``train``, the folder appears only when everything succeeded, and the
+    returned bundle is compiled with the optimizer that trained it.
     """
-    from tfpipeline.training.optimization import create_optimizer
-    from tfpipeline.training.losses import loss_and_metrics
-    from tfpipeline.training.trainer import prepare_output, publish_run
-
-    cfg = ContinualConfig(**{**asdict(config or ContinualConfig()), **overrides}).validate()
+    cfg = with_overrides(config or ContinualConfig(), **overrides)
     if new_data.task != CLASSIFICATION or old_data.task != CLASSIFICATION:
         raise DataError("continual learning supports classification tasks")
     old_eval = old_data.test or old_data.validation
     new_eval = new_data.test or new_data.validation
     if not old_eval or not new_eval or not new_data.train:
         raise DataError("continual learning needs new-task train data and evaluation splits for both tasks")
-    old_model, encoder, old_labels, meta = load_task_model(model_dir)
-    if old_model.task != CLASSIFICATION:
-        raise DataError(f"{model_dir}: continual learning supports classification models, not {old_model.task}")
+    meta = read_metadata(model_dir)
+    if meta["task"] != CLASSIFICATION:
+        raise CheckpointError(f"{model_dir}: continual learning supports classification models, not {meta['task']}")
     if meta.get("head") or (meta.get("peft") and not meta["peft"].get("merged")):
         # The union-label head is rebuilt from the folder's plain BERT weights: adapters or a
         # zero-shot head would be silently dropped.
-        raise DataError(f"{model_dir}: continual learning needs a fully fine-tuned (or merged LoRA) model folder; "
-                        f"this one has {'a ' + meta['head'] + ' head' if meta.get('head') else 'adapters'}")
-    staging = prepare_output(output_dir, overwrite) if output_dir else None  # fail fast, before training
-    try:
+        kind = f"a {meta['head']} head" if meta.get("head") else "adapters"
+        raise CheckpointError(f"{model_dir}: continual learning needs a fully fine-tuned (or merged LoRA) model "
+                              f"folder; this one has {kind}")
+    staging_context = staged_output(output_dir, overwrite=overwrite) if output_dir else contextlib.nullcontext()
+    with staging_context as staging:   # entered before training: a clash fails fast
+        old = ModelBundle.load(model_dir)
+        encoder, old_labels = old.encoder, old.labels
         old_task_labels = list(old_labels.names)
-        old_before = task_scores(Predictor(old_model, encoder, old_labels, CLASSIFICATION), old_eval,
-                                 old_task_labels)
+        old_before = task_scores(old.predictor(), old_eval, old_task_labels)
 
         new_names = new_data.labels or sorted({ex.label for ex in new_data.train})
         labels = union_labels(old_labels, new_names)
         tf_keras.utils.set_random_seed(cfg.seed)
-        fisher = fisher_diagonal(old_model, encoder, old_labels, old_data.train, max_examples=cfg.fisher_examples,
+        fisher = fisher_diagonal(old.model, encoder, old_labels, old_data.train, max_examples=cfg.fisher_examples,
                                  seed=cfg.seed) if cfg.uses_ewc else {}
-        old_weights = {_weight_key(w): w.numpy() for w in old_model.weights}
-        model = expand_head(old_model, model_dir, old_labels, labels)
+        old_weights = {weight_key(w): w.numpy() for w in old.model.weights}
+        bundle = ModelBundle(expand_head(old.model, model_dir, old_labels, labels), encoder, labels, CLASSIFICATION,
+                             {"source_checkpoint": meta.get("source_checkpoint"), "dataset": new_data.name,
+                              "continual": {"from": os.path.abspath(model_dir), "old_task": old_data.name,
+                                            "method": cfg.method}})
 
         train_examples, replayed = (rehearsal_mix(new_data.train, old_data.train, cfg.replay_fraction, cfg.seed)
                                     if cfg.uses_rehearsal else (list(new_data.train), 0))
         train_ds = make_dataset(train_examples, encoder, labels, CLASSIFICATION, batch_size=cfg.batch_size,
                                 training=True, seed=cfg.seed)
-        steps = cfg.epochs * max(1, -(-len(train_examples) // cfg.batch_size))
-        anchors = ewc_anchors(model, fisher, old_weights) if cfg.uses_ewc else []
-        trainer = EWCModel(model, anchors, cfg.ewc_lambda if cfg.uses_ewc else 0.0)
-        loss, metrics = loss_and_metrics(CLASSIFICATION)
-        trainer.compile(optimizer=create_optimizer(cfg.learning_rate, steps, warmup_ratio=cfg.warmup_ratio),
-                        loss=loss, metrics=metrics)
+        steps = cfg.epochs * batches_per_epoch(train_examples, encoder, CLASSIFICATION, cfg.batch_size)
+        anchors = ewc_anchors(bundle.model, fisher, old_weights) if cfg.uses_ewc else []
+        bundle.compile(learning_rate=cfg.learning_rate, total_steps=steps, warmup_ratio=cfg.warmup_ratio)
+        trainer = EWCModel(bundle.model, anchors, cfg.ewc_lambda if cfg.uses_ewc else 0.0)
+        trainer.compile(optimizer=bundle.model.optimizer)
         started = time.perf_counter()
         history = trainer.fit(train_ds, epochs=cfg.epochs, verbose=verbose)
         seconds = time.perf_counter() - started
 
-        predictor = Predictor(model, encoder, labels, CLASSIFICATION)
+        predictor = bundle.predictor()
         new_task_labels = [n for n in labels.names if n in set(new_names)]
         report = {"method": cfg.method, "config": asdict(cfg), "labels": labels.names,
                   "old_task": old_data.name, "new_task": new_data.name, "replayed_examples": replayed,
@@ -323,15 +311,11 @@ def continual_finetune(model_dir: str, new_data: TaskData, old_data: TaskData, o
                   "new_after": task_scores(predictor, new_eval, new_task_labels)}
         report["old_forgetting"] = round(old_before["accuracy"] - report["old_after"]["accuracy"], 4)
         if staging:
-            save_task_model(model, encoder, labels, staging, source_checkpoint=meta.get("source_checkpoint"),
-                            dataset=new_data.name, continual={"from": os.path.abspath(model_dir),
-                                                              "old_task": old_data.name, "method": cfg.method})
-            publish_run(staging, output_dir, report, report_file=REPORT_FILE)
-    except BaseException:
-        if staging:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return ContinualResult(model, encoder, labels, output_dir, report, dict(history.history))
+            bundle.write(staging)
+            write_report(staging, report, REPORT_FILE)
+    if output_dir:
+        bundle.directory = output_dir
+    return ContinualResult(bundle, output_dir, report, dict(history.history))
 
 
 def summarize(report: Dict[str, Any]) -> Dict[str, Any]:
@@ -349,7 +333,7 @@ def compare_methods(model_dir: str, new_data: TaskData, old_data: TaskData,
     Nothing is saved (``output_dir`` is not accepted); returns ``{method: summarize(report)}``.
     """
     if "output_dir" in settings:
-        raise DataError("compare_methods saves no model folders; run continual_finetune for the chosen method")
+        raise ConfigError("compare_methods saves no model folders; run continual_finetune for the chosen method")
     for method in methods:  # an unknown method fails before any training
         ContinualConfig(method=method).validate()
     return {method: summarize(continual_finetune(model_dir, new_data, old_data, method=method, **settings).report)

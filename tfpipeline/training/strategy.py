@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from tfpipeline import _env  # noqa: F401
-
 import tensorflow as tf
+
+from tfpipeline.errors import ConfigError
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 
@@ -43,18 +43,18 @@ def is_tpu(strategy: tf.distribute.Strategy) -> bool:
 def set_tf_threads(intra_op: Optional[int] = None, inter_op: Optional[int] = None) -> Tuple[int, int]:
     """Size TF's thread pools, as TF Serving's --tensorflow_{intra,inter}_op_parallelism do; 0/None = TF default.
 
-    Must run before TensorFlow executes its first op (ValueError otherwise, and for negative values).
+    Must run before TensorFlow executes its first op (``ConfigError`` otherwise, and for negative values).
     Returns the values in force (0 = TF's default, all cores).
     """
     for value, name in ((intra_op, "--intra-op-threads"), (inter_op, "--inter-op-threads")):
         if value is not None and value < 0:
-            raise ValueError(f"{name} must be >= 0 (0 = TensorFlow's default), got {value}")
+            raise ConfigError(f"{name} must be >= 0 (0 = TensorFlow's default), got {value}")
     try:
         if intra_op:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op)
         if inter_op:
             tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     except RuntimeError as e:  # TF already ran an op in this process
-        raise ValueError(f"cannot set TensorFlow threads now: {e}") from None
+        raise ConfigError(f"cannot set TensorFlow threads now: {e}") from None
     return (tf.config.threading.get_intra_op_parallelism_threads(),
             tf.config.threading.get_inter_op_parallelism_threads())

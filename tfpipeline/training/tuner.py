@@ -17,52 +17,20 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
-
-from tfpipeline import _env  # noqa: F401
 
 import keras_tuner as kt
 import tf_keras
+import yaml
 
-from tfpipeline.config import TrainConfig, make_config
-from tfpipeline.data.examples import DataError, TaskData
+from tfpipeline.config import TrainConfig, TuneConfig, make_config
+from tfpipeline.data.examples import TaskData
+from tfpipeline.errors import ConfigError
 from tfpipeline.training.trainer import data_for, fit_model
 
-ALGORITHMS = ("random", "bayesian", "hyperband")
-OPTIONAL_PARAMS = ("warmup_ratio", "weight_decay", "dropout", "epochs")
 BEST_CONFIG = "best_config.yaml"
 TRIALS_FILE = "trials.json"
-
-
-@dataclass
-class TuneConfig:
-    """What to search and how. Ranges are inclusive; learning rate is sampled on a log scale."""
-
-    algorithm: str = "random"
-    max_trials: int = 6
-    learning_rate_min: float = 1e-5
-    learning_rate_max: float = 1e-4
-    batch_sizes: List[int] = field(default_factory=lambda: [16, 32, 64])
-    also_tune: List[str] = field(default_factory=list)  # any of OPTIONAL_PARAMS
-    max_epochs: int = 3                                  # upper bound for epochs / Hyperband budget
-    objective: str = "val_accuracy"
-    directory: str = "runs/tuning"
-    project_name: str = "search"
-    overwrite: bool = False                              # False = resume an existing search
-    seed: int = 13
-
-    def validate(self) -> "TuneConfig":
-        if self.algorithm not in ALGORITHMS:
-            raise DataError(f"algorithm must be one of {', '.join(ALGORITHMS)}, not {self.algorithm!r}")
-        unknown = sorted(set(self.also_tune) - set(OPTIONAL_PARAMS))
-        if unknown:
-            raise DataError(f"cannot tune {', '.join(unknown)} (tunable: {', '.join(OPTIONAL_PARAMS)})")
-        if not 0 < self.learning_rate_min <= self.learning_rate_max:
-            raise DataError("need 0 < learning_rate_min <= learning_rate_max")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise DataError("batch_sizes must be a non-empty list of positive integers")
-        return self
 
 
 def define_search_space(hp: kt.HyperParameters, tune: TuneConfig) -> Dict[str, Any]:
@@ -118,7 +86,7 @@ class FineTuneSearch:
         result = fit_model(cfg, self.data, run_dir, callbacks=[counter], say=lambda *a, **k: None)
         history = result.history
         if self.tune.objective not in history:
-            raise DataError(f"objective {self.tune.objective!r} not among the metrics {sorted(history)}")
+            raise ConfigError(f"objective {self.tune.objective!r} not among the metrics {sorted(history)}")
         best = max(history[self.tune.objective]) if self.tune.objective.endswith("accuracy") \
             else min(history[self.tune.objective])
         return {self.tune.objective: float(best), "trial_seconds": time.perf_counter() - started,
@@ -194,8 +162,6 @@ def _fmt(value, digits: int = 4) -> str:
 def tune(base: Union[TrainConfig, Dict[str, Any], None] = None, tune_config: Union[TuneConfig, Dict, None] = None,
          *, data: Optional[TaskData] = None, verbose: bool = True) -> TuneResult:
     """Run (or resume) a search, print the trial table and save the best config as YAML."""
-    import yaml
-
     base = make_config(TrainConfig, base) if isinstance(base, dict) else (base or TrainConfig())
     tune_cfg = make_config(TuneConfig, tune_config) if isinstance(tune_config, dict) else (tune_config or TuneConfig())
     tune_cfg.validate()

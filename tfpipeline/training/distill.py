@@ -13,8 +13,8 @@ state that is the same for every input: measured on rotten_tomatoes (teacher
 ``Distiller`` trains it on ``alpha * CE(labels) + (1 - alpha) * T^2 *
 KL(softmax(teacher / T) || softmax(student / T))`` (Hinton et al. 2015; the
 ``T^2`` keeps soft-target gradients on the same scale as the hard ones).
-The result is saved with ``save_task_model``: an ordinary model folder that
-loads, evaluates, exports and serves like any trained model.
+The result is a ``ModelBundle`` saved as an ordinary model folder that loads,
+evaluates, exports and serves like any trained model.
 
 Works for classification and NER (token-level losses skip the ``-100``
 positions); BERT-family backbones whose config has ``num_hidden_layers``.
@@ -22,49 +22,39 @@ positions); BERT-family backbones whose config has ``num_hidden_layers``.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import re
-import shutil
-import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Union
-
-from tfpipeline import _env  # noqa: F401
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import DataError, TaskData
-from tfpipeline.data.pipeline import make_dataset
-from tfpipeline.data.tokenization import IGNORE_INDEX, TextEncoder
-from tfpipeline.data.labels import LabelMap
+from tfpipeline.bundle import ModelBundle, read_metadata
+from tfpipeline.config import DistillConfig
+from tfpipeline.data.examples import TaskData
+from tfpipeline.data.pipeline import batches_per_epoch, make_dataset
+from tfpipeline.data.sources import data_from_options
+from tfpipeline.data.tokenization import IGNORE_INDEX
+from tfpipeline.errors import CheckpointError, ConfigError, DataError
 from tfpipeline.evaluation.evaluate import evaluate_examples
-from tfpipeline.inference import Predictor
-from tfpipeline.models.task_model import TaskModel, count_params, load_task_model, save_task_model
-from tfpipeline.training.optimization import create_optimizer
-from tfpipeline.training.trainer import TrainResult, prepare_output, publish_run
+from tfpipeline.models.losses import MaskedAccuracy
+from tfpipeline.models.peft import applied_method
+from tfpipeline.models.task_model import TaskModel, count_params
+from tfpipeline.models.weights import weight_key
+from tfpipeline.staging import staged_output
+from tfpipeline.training.trainer import TrainResult, fit_verbosity, write_report
 
-REPORT_FILE = "eval_report.json"
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- student initialisation
-def _strip_model_scope(name: str) -> str:
-    """'tf_bert_for_sequence_classification_3/bert/encoder/...:0' -> 'bert/encoder/...'.
-
-    Two instances of the same class differ only in that first scope, so the
-    rest of the name identifies a weight across teacher and student.
-    """
-    return name.split("/", 1)[1].rsplit(":", 1)[0]
-
-
 def encoder_depth(model: TaskModel) -> int:
     config = model.backbone.config
     if not hasattr(config, "num_hidden_layers"):
-        raise ValueError(f"{type(model.backbone).__name__}: config has no num_hidden_layers; "
-                         "distillation supports BERT-family encoders")
+        raise CheckpointError(f"{type(model.backbone).__name__}: config has no num_hidden_layers; "
+                              "distillation supports BERT-family encoders")
     return int(config.num_hidden_layers)
 
 
@@ -82,17 +72,19 @@ def student_layers(depth: int, num_layers: int, choice: str = "bottom") -> List[
     and may not recover in a short run (numbers in the module docstring).
     """
     if not 1 <= num_layers < depth:
-        raise ValueError(f"num_layers must be in [1, {depth - 1}] for a {depth}-layer teacher, got {num_layers}")
+        raise ConfigError(f"num_layers must be in [1, {depth - 1}] for a {depth}-layer teacher, got {num_layers}")
     if choice == "bottom":
         return list(range(num_layers))
     if choice == "alternate":
         return [round((i + 1) * depth / num_layers) - 1 for i in range(num_layers)]
-    raise ValueError(f"layer choice must be one of {', '.join(LAYER_CHOICES)}, not {choice!r}")
+    raise ConfigError(f"layer choice must be one of {', '.join(LAYER_CHOICES)}, not {choice!r}")
 
 
-def make_student(teacher: TaskModel, num_layers: int, layers: Union[str, Sequence[int]] = "bottom") -> TaskModel:
-    """A ``num_layers``-deep copy of ``teacher``: embeddings, chosen encoder layers, pooler and head copied.
+def make_student(teacher: TaskModel, num_layers: int,
+                 layers: Union[str, Sequence[int]] = "bottom") -> Tuple[TaskModel, List[int]]:
+    """A ``num_layers``-deep copy of ``teacher`` and the teacher layers it was initialised from.
 
+    Embeddings, the chosen encoder layers, pooler and head are copied.
     ``layers``: "bottom" (the teacher's first ``num_layers``), "alternate",
     or explicit teacher layer indices. Every student weight must exist in the
     teacher under the same name (layer index mapped), so a mismatch is an
@@ -101,8 +93,8 @@ def make_student(teacher: TaskModel, num_layers: int, layers: Union[str, Sequenc
     depth = encoder_depth(teacher)
     chosen = student_layers(depth, num_layers, layers) if isinstance(layers, str) else [int(i) for i in layers]
     if len(chosen) != num_layers or not all(0 <= i < depth for i in chosen):
-        raise ValueError(f"layers {chosen}: need {num_layers} indices in [0, {depth - 1}]")
-    if getattr(teacher, "peft_config", None) is not None:
+        raise ConfigError(f"layers {chosen}: need {num_layers} indices in [0, {depth - 1}]")
+    if applied_method(teacher):
         log.warning("teacher has unmerged PEFT adapters: the student copies the base weights only")
     config = copy.deepcopy(teacher.backbone.config)
     config.num_hidden_layers = int(num_layers)
@@ -110,18 +102,17 @@ def make_student(teacher: TaskModel, num_layers: int, layers: Union[str, Sequenc
     backbone(backbone.dummy_inputs, training=False)
     student = TaskModel(backbone, teacher.task).build_with_dummy()
 
-    def teacher_name(student_name: str) -> str:
+    def teacher_name(student_weight) -> str:
         return _LAYER_RE.sub(lambda m: f"{m.group(1)}{chosen[int(m.group(2))]}{m.group(3)}",
-                             _strip_model_scope(student_name), count=1)
+                             weight_key(student_weight), count=1)
 
-    source = {_strip_model_scope(w.name): w for w in teacher.weights}
-    missing = [w.name for w in student.weights if teacher_name(w.name) not in source]
+    source = {weight_key(w): w for w in teacher.weights}
+    missing = [w.name for w in student.weights if teacher_name(w) not in source]
     if missing:
-        raise ValueError(f"student weights not found in the teacher: {missing[:3]}")
+        raise CheckpointError(f"student weights not found in the teacher: {missing[:3]}")
     for w in student.weights:
-        w.assign(source[teacher_name(w.name)])
-    student.teacher_layers = chosen
-    return student
+        w.assign(source[teacher_name(w)])
+    return student, chosen
 
 
 # ---------------------------------------------------------------- loss and trainer
@@ -142,32 +133,28 @@ def distillation_loss(labels: tf.Tensor, student_logits: tf.Tensor, teacher_logi
     return alpha * hard + (1.0 - alpha) * soft, hard, soft
 
 
-class _MaskedAccuracy(tf_keras.metrics.Mean):
-    """Accuracy over labelled positions (every example for classification, -100 skipped for NER)."""
-
-    def update_state(self, labels, logits, sample_weight=None):
-        labels = tf.cast(labels, tf.int32)
-        hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
-        return super().update_state(tf.boolean_mask(hits, tf.not_equal(labels, IGNORE_INDEX)))
-
-
 class Distiller(tf_keras.Model):
-    """Trains ``student`` to match ``teacher`` (frozen) and the gold labels; ``call`` is the student."""
+    """Trains ``student`` to match ``teacher`` (frozen) and the gold labels; ``call`` is the student.
+
+    Compile it with the optimizer only (``compile(optimizer=...)``): the loss is
+    ``distillation_loss`` and the metrics are its parts plus accuracy over
+    labelled positions.
+    """
 
     def __init__(self, student: TaskModel, teacher: TaskModel, *, temperature: float = 2.0,
                  alpha: float = 0.5, **kwargs):
         super().__init__(**kwargs)
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+            raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
         self.student, self.teacher = student, teacher
         self.teacher.trainable = False
         self.temperature, self.alpha = float(temperature), float(alpha)
         self.loss_tracker = tf_keras.metrics.Mean(name="loss")
         self.hard_tracker = tf_keras.metrics.Mean(name="hard_loss")
         self.soft_tracker = tf_keras.metrics.Mean(name="soft_loss")
-        self.accuracy = _MaskedAccuracy(name="accuracy")
+        self.accuracy = MaskedAccuracy(name="accuracy")
 
     @property
     def metrics(self):
@@ -222,81 +209,73 @@ class KeepBestWeights(tf_keras.callbacks.Callback):
 
 
 # ---------------------------------------------------------------- end to end
-# The distilled student is reported exactly like a trained model (model, report, history, params, time).
-DistillResult = TrainResult
-
-
 def _headline(report: Dict[str, Any]) -> Dict[str, Any]:
     keys = ("accuracy", "macro_f1", "f1", "precision", "recall")
     return {k: report[k] for k in keys if k in report}
 
 
-def distill(teacher_dir: str, data: Union[TaskData, str], output_dir: str, *, num_layers: int = 3,
-            layers: Union[str, Sequence[int]] = "alternate", temperature: float = 2.0, alpha: float = 0.5,
-            epochs: int = 3, learning_rate: float = 1e-4, batch_size: int = 32,
-            max_length: Optional[int] = None, warmup_ratio: float = 0.1, limit: Optional[int] = None,
-            seed: int = 13, overwrite: bool = False, verbose: int = 1) -> DistillResult:
-    """Distil the model folder ``teacher_dir`` into a ``num_layers`` student saved at ``output_dir``.
+def distill(config: DistillConfig, *, data: Optional[TaskData] = None) -> TrainResult:
+    """Distil the model folder ``config.teacher_dir`` into a ``config.student_layers`` student.
 
-    ``data`` is a ``TaskData`` or a built-in dataset name (``limit`` caps each
-    split). ``layers`` picks the teacher layers the student starts from
-    (``alternate``, ``bottom`` or indices; see ``student_layers``). The best
-    epoch by validation accuracy is kept; the report (``eval_report.json``)
-    includes the teacher's scores on the same split.
+    ``data`` defaults to what ``config``'s data options name, else the dataset
+    the teacher folder records. ``student_init`` picks the teacher layers the
+    student starts from (see ``student_layers``). The best epoch by validation
+    accuracy is kept; the report (``eval_report.json``) includes the teacher's
+    scores on the same split. The student bundle comes back compiled with the
+    optimizer that trained it (its ``iterations`` = the schedule's steps).
     """
-    say = print if verbose else (lambda *a, **k: None)
-    if isinstance(data, str):
-        from tfpipeline.data.catalog import load_dataset
-
-        data = load_dataset(data, limit=limit, seed=seed)
-    teacher, encoder, labels, meta = load_task_model(teacher_dir, max_length=max_length)
+    cfg = config.validate()
+    say = (lambda *a, **k: None) if cfg.quiet else print
+    meta = read_metadata(cfg.teacher_dir)
     if meta.get("head"):
-        raise DataError(f"{teacher_dir}: the teacher must be a fine-tuned task model; this is a "
-                        f"{meta['head']} (prompt-based) classifier")
-    if data.task != teacher.task:
-        raise DataError(f"{data.name} is a {data.task} dataset but the teacher at {teacher_dir} is {teacher.task}")
-    if not data.train or not data.validation:
-        raise DataError(f"{data.name}: distillation needs train and validation examples")
-    eval_split = data.test or data.validation
-
-    staging = prepare_output(output_dir, overwrite)
-    try:
-        tf_keras.utils.set_random_seed(seed)
-        student = make_student(teacher, num_layers, layers)
-        train_ds = make_dataset(data.train, encoder, labels, data.task, batch_size=batch_size, training=True,
-                                seed=seed)
-        val_ds = make_dataset(data.validation, encoder, labels, data.task, batch_size=batch_size)
-        steps = epochs * max(1, -(-len(data.train) // batch_size))
-        distiller = Distiller(student, teacher, temperature=temperature, alpha=alpha)
-        distiller.compile(optimizer=create_optimizer(learning_rate, steps, warmup_ratio=warmup_ratio))
+        raise CheckpointError(f"{cfg.teacher_dir}: the teacher must be a fine-tuned task model; this is a "
+                              f"{meta['head']} (prompt-based) classifier")
+    with staged_output(cfg.output_dir, overwrite=cfg.overwrite) as staging:   # a clash fails before any work
+        data = data or data_from_options(cfg, task=meta["task"], seed=cfg.seed, recorded=meta,
+                                         recorded_in=cfg.teacher_dir)
+        if data.task != meta["task"]:
+            raise DataError(f"{data.name} is a {data.task} dataset but the teacher at {cfg.teacher_dir} "
+                            f"is {meta['task']}")
+        if not data.train or not data.validation:
+            raise DataError(f"{data.name}: distillation needs train and validation examples")
+        eval_split = data.test or data.validation
+        teacher = ModelBundle.load(cfg.teacher_dir, max_length=cfg.max_length)
+        encoder, labels, task = teacher.encoder, teacher.labels, teacher.task
+        tf_keras.utils.set_random_seed(cfg.seed)
+        student, chosen = make_student(teacher.model, cfg.student_layers, cfg.student_init)
+        train_ds = make_dataset(data.train, encoder, labels, task, batch_size=cfg.batch_size, training=True,
+                                seed=cfg.seed)
+        val_ds = make_dataset(data.validation, encoder, labels, task, batch_size=cfg.batch_size)
+        steps = cfg.epochs * batches_per_epoch(data.train, encoder, task, cfg.batch_size)
+        settings = {"teacher_dir": os.path.abspath(cfg.teacher_dir), "teacher_layers": encoder_depth(teacher.model),
+                    "student_layers": cfg.student_layers, "initialised_from_teacher_layers": chosen,
+                    "temperature": cfg.temperature, "alpha": cfg.alpha, "epochs": cfg.epochs,
+                    "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size}
+        bundle = ModelBundle(student, encoder, labels, task, {"source_checkpoint": meta.get("source_checkpoint"),
+                                                              "dataset": data.name, "distillation": settings})
+        # The student is compiled like any trained model; the Distiller steps its optimizer.
+        bundle.compile(learning_rate=cfg.learning_rate, total_steps=steps, warmup_ratio=cfg.warmup_ratio)
+        distiller = Distiller(student, teacher.model, temperature=cfg.temperature, alpha=cfg.alpha)
+        distiller.compile(optimizer=student.optimizer)
         params = count_params(student)
-        say(f"[tfpipeline] distilling {encoder_depth(teacher)}-layer teacher -> {num_layers}-layer student "
-            f"({params['total']:,} params) on {data.name}: train {len(data.train)}, T={temperature}, "
-            f"alpha={alpha}")
+        say(f"[tfpipeline] distilling {settings['teacher_layers']}-layer teacher -> {cfg.student_layers}-layer "
+            f"student ({params['total']:,} params) on {data.name}: train {len(data.train)}, T={cfg.temperature}, "
+            f"alpha={cfg.alpha}")
         best = KeepBestWeights(student)
         started = time.perf_counter()
-        history = distiller.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[best],
-                                verbose=verbose if sys.stdout.isatty() else (2 if verbose else 0))
+        history = distiller.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=[best],
+                                verbose=0 if cfg.quiet else fit_verbosity(1))
         train_seconds = time.perf_counter() - started
+        settings["best_epoch"] = best.best_epoch + 1
 
-        predictor = Predictor(student, encoder, labels, data.task, batch_size=max(batch_size, 64))
-        report = evaluate_examples(predictor, eval_split)
-        teacher_report = evaluate_examples(Predictor(teacher, encoder, labels, data.task, 64), eval_split)
-        settings = {"teacher_dir": os.path.abspath(teacher_dir), "teacher_layers": encoder_depth(teacher),
-                    "student_layers": num_layers, "initialised_from_teacher_layers": list(student.teacher_layers),
-                    "temperature": temperature, "alpha": alpha,
-                    "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
-                    "best_epoch": best.best_epoch + 1}
+        report = evaluate_examples(bundle.predictor(batch_size=max(cfg.batch_size, 64)), eval_split)
+        teacher_report = evaluate_examples(teacher.predictor(), eval_split)
         report.update(split="test" if data.test else "validation", dataset=data.name,
                       train_seconds=round(train_seconds, 1), trainable_params=params["trainable"],
                       total_params=params["total"], teacher=_headline(teacher_report), distillation=settings)
-        save_task_model(student, encoder, labels, staging, source_checkpoint=meta.get("source_checkpoint"),
-                        dataset=data.name, distillation=settings)
-        publish_run(staging, output_dir, report)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        bundle.write(staging)
+        write_report(staging, report)
+    bundle.directory = cfg.output_dir
     say(f"[tfpipeline] student {_headline(report)} vs teacher {report['teacher']} "
-        f"on {report['split']} ({data.name}); written to {output_dir}")
-    return DistillResult(student, encoder, labels, output_dir, report, dict(history.history), params,
-                         train_seconds)
+        f"on {report['split']} ({data.name}); written to {cfg.output_dir}")
+    return TrainResult(bundle, cfg.output_dir, report, dict(history.history), params, train_seconds)

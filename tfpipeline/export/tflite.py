@@ -1,4 +1,4 @@
-"""Model compression: TFLite export (float32 / dynamic-range int8 / full-integer int8) and pruning.
+"""On-device export: TFLite (float32 / dynamic-range int8 / full-integer int8) and a TFLite client.
 
 TFLite cannot run the in-graph WordPiece tokenizer, so the exported model is
 the *ids-level* model: ``input_ids``, ``attention_mask``, ``token_type_ids``
@@ -18,10 +18,8 @@ max length so a client (``TFLiteClassifier``) tokenizes exactly as training did.
   unless the target needs integer-only kernels (then quantization-aware
   training or keeping LayerNorm/softmax in float is the next step).
 
-Pruning uses tensorflow-model-optimization (optional dependency) on the
-encoder's ``Dense`` kernels with a ``PolynomialDecay`` sparsity schedule
-during a short fine-tune; the pruning wrappers are removed afterwards so the
-model folder is a plain (sparse) BERT again.
+Scoring a TFLite model is ``tfpipeline.evaluation.tflite``; pruning before
+export and the whole compress workflow are ``tfpipeline.training.compress``.
 """
 from __future__ import annotations
 
@@ -33,26 +31,23 @@ import warnings
 import zipfile
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from tfpipeline import _env  # noqa: F401
-
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION, DataError
+from tfpipeline.data.examples import CLASSIFICATION
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import FEATURES, TextEncoder
+from tfpipeline.errors import CheckpointError, ConfigError, DataError, ExportError
 
 QUANTIZATIONS = ("float32", "dynamic", "int8")
 TFLITE_FILE = "model.tflite"
 TFLITE_META = "tflite.json"
 SIGNATURE = "serving_default"
-TFMOT_PIP = "tensorflow-model-optimization==0.8.1"
 HF_MASK_VALUE = -10000.0       # what HF BERT adds to masked attention scores
 INT8_MASK_PENALTY = -30.0      # what the int8 export uses instead (see serving_function)
 
 
-# ---------------------------------------------------------------- TFLite export
 def fixed_length_features(encoder: TextEncoder, texts: Sequence[str], length: Optional[int] = None,
                           pairs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
     """Texts -> int32 arrays ``[N, length]`` (the TFLite model's fixed input shape)."""
@@ -110,7 +105,7 @@ def convert_to_tflite(model: tf_keras.Model, max_length: int, quantize: str = "d
     ``mask_penalty`` applies to ``int8`` only (float and dynamic-range keep the exact graph).
     """
     if quantize not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
+        raise ConfigError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
     penalty = mask_penalty if quantize == "int8" else None
     function = serving_function(model, max_length, mask_penalty=penalty)
 
@@ -120,7 +115,7 @@ def convert_to_tflite(model: tf_keras.Model, max_length: int, quantize: str = "d
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "int8":
             if encoder is None:
-                raise ValueError("int8 quantization needs the encoder to tokenize representative texts")
+                raise ConfigError("int8 quantization needs the encoder to tokenize representative texts")
             conv.representative_dataset = _representative(encoder, representative_texts, max_length,
                                                            calibration_examples)
             conv.target_spec.supported_ops = ops
@@ -141,20 +136,26 @@ def convert_to_tflite(model: tf_keras.Model, max_length: int, quantize: str = "d
     return content, info
 
 
+def tflite_location(output: str) -> Tuple[str, str]:
+    """``(folder, file name)`` of an export: ``output`` is a folder (-> ``model.tflite``) or ends in ``.tflite``."""
+    if output.endswith(".tflite"):
+        return os.path.dirname(output) or ".", os.path.basename(output)
+    return output, TFLITE_FILE
+
+
 def export_tflite(model: tf_keras.Model, encoder: TextEncoder, labels: LabelMap, output: str, *,
-                  quantize: str = "dynamic", max_length: Optional[int] = None,
+                  task: str = CLASSIFICATION, quantize: str = "dynamic", max_length: Optional[int] = None,
                   representative_texts: Sequence[str] = (), calibration_examples: int = 100,
                   **meta) -> str:
     """Write ``output/model.tflite`` plus vocab, labels and ``tflite.json``; returns the .tflite path.
 
     ``output`` may also name the ``.tflite`` file itself (its folder gets the
-    side files).
+    side files); ``meta`` is recorded in ``tflite.json``.
     """
-    if getattr(model, "task", CLASSIFICATION) != CLASSIFICATION:
-        raise DataError("TFLite export supports classification models (NER needs word-level decoding "
-                        "on the client, which TFLiteClassifier does not implement)")
-    folder, name = (os.path.dirname(output) or ".", os.path.basename(output)) if output.endswith(".tflite") \
-        else (output, TFLITE_FILE)
+    if task != CLASSIFICATION:
+        raise ExportError(f"TFLite export supports classification models, not {task} (NER needs word-level "
+                          "decoding on the client, which TFLiteClassifier does not implement)")
+    folder, name = tflite_location(output)
     os.makedirs(folder, exist_ok=True)
     length = int(max_length or encoder.max_length)
     content, info = convert_to_tflite(model, length, quantize, encoder=encoder,
@@ -172,7 +173,7 @@ def export_tflite(model: tf_keras.Model, encoder: TextEncoder, labels: LabelMap,
     return path
 
 
-# ---------------------------------------------------------------- TFLite inference + evaluation
+# ---------------------------------------------------------------- TFLite inference
 def _interpreter(path: str, num_threads: Optional[int]):
     with warnings.catch_warnings():  # tf.lite.Interpreter is deprecated in favour of ai-edge-litert
         warnings.simplefilter("ignore")
@@ -197,7 +198,7 @@ class TFLiteClassifier:
         folder = os.path.dirname(path) if path.endswith(".tflite") else path
         meta_path = os.path.join(folder, TFLITE_META)
         if not os.path.isfile(meta_path):
-            raise DataError(f"{folder}: not a tfpipeline TFLite export (no {TFLITE_META})")
+            raise CheckpointError(f"{folder}: not a tfpipeline TFLite export (no {TFLITE_META})")
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
         model_path = path if path.endswith(".tflite") else os.path.join(folder, meta["file"])
@@ -216,160 +217,6 @@ class TFLiteClassifier:
             self.last_latencies_ms.append((time.perf_counter() - started) * 1000)
             out[i] = result["probabilities"][0]
         return out
-
-
-def evaluate_tflite(classifier: TFLiteClassifier, examples: Sequence, *, reference=None,
-                    warmup: int = 3) -> Dict[str, Any]:
-    """Accuracy / macro-F1 of the TFLite model on labelled ``examples``, its agreement with
-    ``reference`` (a ``Predictor`` of the float Keras model, if given), latency and file size."""
-    from tfpipeline.evaluation.reports import classification_report
-
-    if not examples:
-        raise DataError("nothing to evaluate: no examples")
-    texts = [ex.text for ex in examples]
-    if any(ex.text_pair is not None for ex in examples):
-        raise DataError("TFLite evaluation supports single-text classification examples")
-    classifier.class_probabilities(texts[:warmup])
-    probs = classifier.class_probabilities(texts)
-    latencies = np.asarray(classifier.last_latencies_ms)
-    predicted = [classifier.labels.name(i) for i in probs.argmax(axis=1)]
-    report = classification_report([ex.label for ex in examples], predicted, classifier.labels.names)
-    result = {"examples": len(examples), "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-              "latency_ms_mean": float(latencies.mean()), "latency_ms_p50": float(np.median(latencies)),
-              "latency_ms_p95": float(np.percentile(latencies, 95)),
-              "size_bytes": os.path.getsize(classifier.path), "max_length": classifier.max_length}
-    if reference is not None:
-        ref = reference.class_probabilities(texts)
-        result["agreement"] = float((ref.argmax(axis=1) == probs.argmax(axis=1)).mean())
-        result["max_abs_prob_diff"] = float(np.abs(ref - probs).max())
-    return result
-
-
-# ---------------------------------------------------------------- pruning (tfmot)
-def _tfmot():
-    try:
-        import tensorflow_model_optimization as tfmot
-    except ImportError:
-        raise DataError(f"pruning needs `pip install {TFMOT_PIP}`") from None
-    return tfmot
-
-
-def encoder_dense_slots(model) -> List[Tuple[object, str]]:
-    """(owner layer, attribute) of every ``Dense`` inside the encoder layers (q/k/v, outputs, FFN)."""
-    backbone = getattr(model, "backbone", model)
-    main = getattr(backbone, backbone.base_model_prefix)
-    slots = []
-    for block in main.encoder.layer:
-        for owner in block._flatten_layers(include_self=True):
-            if type(owner).__name__ == "PruneLowMagnitude":
-                continue  # its inner Dense is reached through the wrapper's owner
-            for attr, value in list(vars(owner).items()):
-                if attr.startswith("_") or not isinstance(value, tf_keras.layers.Layer):
-                    continue
-                if type(value).__name__ in ("LoraDense", "AdapterDense"):
-                    raise DataError("prune a plain model: merge LoRA / do not use adapters before pruning")
-                if isinstance(value, tf_keras.layers.Dense) or type(value).__name__ == "PruneLowMagnitude":
-                    slots.append((owner, attr))
-    if not slots:
-        raise DataError(f"{type(backbone).__name__}: no Dense layers found in the encoder")
-    return slots
-
-
-def kernel_sparsity(model) -> Dict[str, float]:
-    """Fraction of exactly-zero weights over the encoder Dense kernels (overall, min and max per layer)."""
-    zeros = total = 0
-    per_layer = []
-    for owner, attr in encoder_dense_slots(model):
-        layer = getattr(owner, attr)
-        kernel = getattr(layer, "layer", layer).kernel.numpy()
-        z = int((kernel == 0).sum())
-        zeros, total = zeros + z, total + kernel.size
-        per_layer.append(z / kernel.size)
-    return {"sparsity": zeros / total, "min_layer_sparsity": min(per_layer),
-            "max_layer_sparsity": max(per_layer), "pruned_weights": total}
-
-
-def _schedule(target: float, total_steps: int, end_fraction: float):
-    """PolynomialDecay 0 -> target, reached at a mask-update step before training ends."""
-    tfmot = _tfmot()
-    end = max(1, int(total_steps * end_fraction))
-    frequency = max(1, end // 10)
-    end = max(frequency, (end // frequency) * frequency)
-    return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(target),
-                                                begin_step=0, end_step=end, frequency=frequency)
-
-
-def _pruning_step_callback():
-    tfmot = _tfmot()
-    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
-
-    class UpdatePruningStep(tfmot.sparsity.keras.UpdatePruningStep):
-        """tfmot's callback finds wrappers through ``model.layers`` only; HF models nest them deeper."""
-
-        def on_train_begin(self, logs=None):
-            self.prunable_layers = [m for m in self.model._flatten_layers(include_self=False)
-                                    if isinstance(m, pruning_wrapper.PruneLowMagnitude)]
-            if self.prunable_layers and int(self.prunable_layers[0].pruning_step) == -1:
-                for layer in self.prunable_layers:
-                    layer.pruning_step.assign(0)
-
-    return UpdatePruningStep()
-
-
-def apply_pruning(model, target_sparsity: float, total_steps: int, *, end_fraction: float = 0.7) -> int:
-    """Wrap the encoder Dense layers in tfmot ``PruneLowMagnitude``; returns how many were wrapped."""
-    if not 0.0 < target_sparsity < 1.0:
-        raise ValueError(f"target sparsity must be in (0, 1), got {target_sparsity}")
-    tfmot = _tfmot()
-    slots = encoder_dense_slots(model)
-    for owner, attr in slots:
-        layer = getattr(owner, attr)
-        wrapped = tfmot.sparsity.keras.prune_low_magnitude(
-            layer, pruning_schedule=_schedule(target_sparsity, total_steps, end_fraction))
-        wrapped.build((None, int(layer.kernel.shape[0])))  # the Dense is built: this adds the masks
-        setattr(owner, attr, wrapped)
-    return len(slots)
-
-
-def strip_pruning(model) -> None:
-    """Replace each pruning wrapper by its (already masked) Dense layer: a plain model again."""
-    for owner, attr in encoder_dense_slots(model):
-        layer = getattr(owner, attr)
-        if type(layer).__name__ == "PruneLowMagnitude":
-            layer.pruning_obj.weight_mask_op()
-            setattr(owner, attr, layer.layer)
-
-
-def prune_model(model, encoder: TextEncoder, labels: LabelMap, train_examples: Sequence,
-                validation_examples: Sequence = (), *, target_sparsity: float = 0.5, epochs: int = 2,
-                learning_rate: float = 3e-5, batch_size: int = 32, seed: int = 13,
-                verbose: int = 0) -> Dict[str, Any]:
-    """Magnitude-prune ``model``'s encoder Dense kernels to ``target_sparsity`` during a short fine-tune.
-
-    The model is changed in place and ends without wrappers; returns the
-    sparsity reached plus the training history.
-    """
-    from tfpipeline.data.pipeline import make_dataset
-    from tfpipeline.training.trainer import compile_task_model
-
-    if not train_examples:
-        raise DataError("pruning needs training examples for its fine-tune")
-    tf_keras.utils.set_random_seed(seed)
-    train_ds = make_dataset(train_examples, encoder, labels, model.task, batch_size=batch_size, training=True,
-                            seed=seed)
-    val_ds = make_dataset(validation_examples, encoder, labels, model.task, batch_size=batch_size) \
-        if validation_examples else None
-    total_steps = epochs * max(1, -(-len(train_examples) // batch_size))
-    wrapped = apply_pruning(model, target_sparsity, total_steps)
-    compile_task_model(model, learning_rate=learning_rate, total_steps=total_steps)
-    started = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
-                        callbacks=[_pruning_step_callback()])
-    seconds = time.perf_counter() - started
-    strip_pruning(model)
-    return {"target_sparsity": target_sparsity, "pruned_layers": wrapped, "train_seconds": round(seconds, 1),
-            "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-            **kernel_sparsity(model)}
 
 
 def zipped_size(path: str) -> int:

@@ -1,10 +1,10 @@
 """AdamW with linear warmup + linear decay and global-norm clipping (the BERT fine-tuning recipe)."""
 from __future__ import annotations
 
-from tfpipeline import _env  # noqa: F401
-
 import tensorflow as tf
 import tf_keras
+
+from tfpipeline.errors import ConfigError
 
 NO_DECAY = ["LayerNorm", "layer_norm", "bias"]
 
@@ -39,9 +39,9 @@ def create_optimizer(learning_rate: float, total_steps: int, *, warmup_ratio: fl
                      weight_decay: float = 0.01, clip_norm: float | None = 1.0) -> tf_keras.optimizers.Optimizer:
     """AdamW (tf_keras) on a warmup/decay schedule; LayerNorm and bias weights are not decayed."""
     if learning_rate <= 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        raise ConfigError(f"learning_rate must be > 0, got {learning_rate}")
     if not 0.0 <= warmup_ratio < 1.0:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        raise ConfigError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
     schedule = WarmupLinearDecay(learning_rate, total_steps, int(round(total_steps * warmup_ratio)))
     optimizer = tf_keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6,
                                           global_clipnorm=clip_norm or None)

@@ -1,19 +1,19 @@
-"""TF-op versions of the Python span helpers in ``tfpipeline.inference``.
+"""Turning model outputs into answers: word-level scores, character offsets and entity spans.
 
-A SavedModel answers with tensors only, so the two post-processing steps
-that ``Predictor.extract`` does in Python are re-done here with plain TF ops
-(no tensorflow-text, so they run on any TF Serving build):
+Each step exists twice, with the same rules, because it runs in two places:
 
-* ``char_offsets``: UTF-8 byte offsets (what TF string ops give) -> character
-  offsets, the same numbers as ``inference.byte_to_char_offsets``;
-* ``merge_bio``: BIO word tags -> entity spans, the same rules as
-  ``inference.merge_entities`` (a stray ``I-`` starts a new entity).
+* in Python, on numpy arrays, for ``Predictor`` (``byte_to_char_offsets``,
+  ``merge_entities``);
+* as plain TF ops inside the exported SavedModel, which can answer only with
+  tensors (``char_offsets``, ``merge_bio``; no tensorflow-text, so they run on
+  any TF Serving build).
+
+``word_scores`` is TF ops and is used by both. Tests check the two versions
+agree.
 """
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
-
-from tfpipeline import _env  # noqa: F401
 
 import tensorflow as tf
 
@@ -74,3 +74,44 @@ def merge_bio(label_ids: tf.RaggedTensor, starts: tf.RaggedTensor, ends: tf.Ragg
     return {"kind": by_row(tf.gather(kind, first_words)),
             "start": by_row(tf.gather(starts.flat_values, first_words)),
             "end": by_row(end)}
+
+
+def word_scores(logits: tf.Tensor, word_ids: tf.Tensor, num_words: tf.Tensor) -> tf.Tensor:
+    """Piece-level logits [B,T,C] -> word-level probabilities [B,W,C] (W = max words in batch).
+
+    Each word takes the prediction of its first piece. Words that got no piece
+    (truncated away, or characters the vocabulary drops) keep all-zero scores,
+    which decode to label id 0 (``O``).
+    """
+    probs = tf.nn.softmax(logits, axis=-1)
+    positions = tf.where(word_ids >= 0)                     # [N, 2] (row, position)
+    words = tf.gather_nd(word_ids, positions)
+    target = tf.stack([positions[:, 0], tf.cast(words, tf.int64)], axis=1)
+    shape = tf.stack([tf.shape(logits, out_type=tf.int64)[0], tf.cast(tf.reduce_max(num_words), tf.int64),
+                      tf.shape(logits, out_type=tf.int64)[2]])
+    shape = tf.maximum(shape, [0, 0, 0])
+    return tf.scatter_nd(target, tf.gather_nd(probs, positions), shape)
+
+
+def byte_to_char_offsets(text: str, offsets: Sequence[int]) -> List[int]:
+    """UTF-8 byte offsets (what TF string ops return) -> Python character offsets."""
+    raw = text.encode("utf-8")
+    return [len(raw[:o].decode("utf-8", errors="ignore")) for o in offsets]
+
+
+def merge_entities(text: str, tokens: Sequence[Dict]) -> List[Dict]:
+    """BIO-tagged tokens -> entity spans {type, text, start, end}; a stray I- starts a new entity."""
+    entities: List[Dict] = []
+    current = None
+    for tok in tokens:
+        prefix, _, kind = tok["label"].partition("-")
+        if prefix == "B" or (prefix == "I" and (current is None or current["type"] != kind)):
+            current = {"type": kind, "start": tok["start"], "end": tok["end"]}
+            entities.append(current)
+        elif prefix == "I":
+            current["end"] = tok["end"]
+        else:
+            current = None
+    for ent in entities:
+        ent["text"] = text[ent["start"]:ent["end"]]
+    return entities

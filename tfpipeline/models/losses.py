@@ -1,13 +1,14 @@
 """Losses and metrics that understand the ``-100`` ignore label of NER batches."""
 from __future__ import annotations
 
-from tfpipeline import _env  # noqa: F401
+from typing import Callable, Dict, List, Tuple
 
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION
+from tfpipeline.data.examples import CLASSIFICATION, NER
 from tfpipeline.data.tokenization import IGNORE_INDEX
+from tfpipeline.errors import ConfigError
 
 
 @tf_keras.utils.register_keras_serializable(package="tfpipeline")
@@ -39,9 +40,22 @@ class MaskedAccuracy(tf_keras.metrics.Mean):
         return super().update_state(tf.boolean_mask(hits, mask))
 
 
+LossFactory = Callable[[], Tuple[tf_keras.losses.Loss, List[tf_keras.metrics.Metric]]]
+TASK_LOSSES: Dict[str, LossFactory] = {}
+
+
+def register_task_loss(task: str, factory: LossFactory) -> None:
+    """Declare the (loss, metrics) a task compiles with; the metric must be named ``accuracy``."""
+    TASK_LOSSES[task] = factory
+
+
+register_task_loss(CLASSIFICATION, lambda: (tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                            [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]))
+register_task_loss(NER, lambda: (MaskedSparseCategoricalCrossentropy(), [MaskedAccuracy()]))
+
+
 def loss_and_metrics(task: str):
-    """(loss, metrics) for ``compile``; the metric is named ``accuracy`` for both tasks."""
-    if task == CLASSIFICATION:
-        return (tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    return MaskedSparseCategoricalCrossentropy(), [MaskedAccuracy()]
+    """(loss, metrics) for ``compile``; the metric is named ``accuracy`` for every task."""
+    if task not in TASK_LOSSES:
+        raise ConfigError(f"no loss registered for task {task!r}")
+    return TASK_LOSSES[task]()

@@ -1,0 +1,86 @@
+"""Options of the commands that use a trained model: ``evaluate``, ``predict``, ``export``, ``serve``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from tfpipeline.config.options import check_choice, check_positive, opt
+from tfpipeline.errors import ConfigError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class EvaluateConfig:
+    model_dir: str = opt(None, "trained model folder", required=True)
+    dataset: Optional[str] = opt(None, "built-in dataset to score on")
+    split: str = opt("test", "split of --dataset", choices=SPLITS)
+    file: Optional[str] = opt(None, "labelled CSV/TSV/JSONL (classification) or CoNLL (ner) file to score on")
+    text_column: str = opt("text", "CSV/TSV/JSONL column with the text")
+    label_column: str = opt("label", "CSV/TSV/JSONL column with the label")
+    pair_column: Optional[str] = opt(None, "optional second-text column")
+    limit: Optional[int] = opt(None, "score only the first N examples")
+    output: Optional[str] = opt(None, "also write the report as JSON to this file")
+
+    def validate(self) -> "EvaluateConfig":
+        check_choice(self.split, "split", SPLITS)
+        check_positive(self, "limit")
+        if not self.dataset and not self.file:
+            raise ConfigError("give --dataset NAME or --file FILE to evaluate on")
+        return self
+
+
+@dataclass
+class PredictConfig:
+    model_dir: str = opt(None, "trained model folder", required=True)
+    file: Optional[str] = opt(None, "text file, one text per line (also: arguments or stdin)")
+    json: bool = opt(False, "print one JSON result per line")
+    batch_size: int = opt(64, "texts per model call")
+
+    def validate(self) -> "PredictConfig":
+        check_positive(self, "batch_size")
+        return self
+
+
+@dataclass
+class TextsOptions:
+    """Command-line input and output of commands that classify raw texts (e.g. ``zeroshot``)."""
+
+    file: Optional[str] = opt(None, "text file, one text per line (besides the texts given as arguments)")
+    json: bool = opt(False, "print one JSON result per line")
+
+
+@dataclass
+class ExportConfig:
+    model_dir: str = opt(None, "trained model folder (tfpipeline train output)", required=True)
+    base_dir: str = opt(None, "model base folder: writes BASE/NAME/VERSION/", required=True)
+    name: str = opt(None, "model name (the serving URL /v1/models/NAME)", required=True)
+    version: Optional[int] = opt(None, "integer version (default: highest existing + 1)")
+    warmup_file: Optional[str] = opt(None, "text file, one sample text per line, for the warmup requests")
+
+    def validate(self) -> "ExportConfig":
+        check_positive(self, "version")
+        return self
+
+
+@dataclass
+class ServeConfig:
+    model_base: str = opt(None, "folder of NAME/VERSION/ exports", required=True)
+    host: str = opt("127.0.0.1", "bind address (0.0.0.0 for all interfaces)")
+    grpc_port: int = opt(8500, "gRPC port (0 = any free port, -1 = off)")
+    rest_port: int = opt(8501, "REST port (0 = any free port, -1 = off)")
+    max_batch_size: int = opt(64, "largest accepted batch")
+    max_text_bytes: int = opt(10_000, "longest accepted text (UTF-8 bytes)")
+    poll_seconds: float = opt(5.0, "how often to look for new versions (0 = never)")
+    keep_versions: Optional[int] = opt(None, "serve only the newest N versions (default: all)")
+    intra_op_threads: int = opt(0, "threads one op may use (0 = all cores); 1 lowers batch-1 latency on "
+                                "small CPUs")
+    inter_op_threads: int = opt(0, "ops run at the same time (0 = TF default)")
+
+    def validate(self) -> "ServeConfig":
+        check_positive(self, "max_batch_size", "max_text_bytes", "keep_versions")
+        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
+            raise ConfigError("thread counts must be >= 0 (0 = TensorFlow's default)")
+        if self.poll_seconds < 0:
+            raise ConfigError(f"poll_seconds must be >= 0, got {self.poll_seconds}")
+        return self

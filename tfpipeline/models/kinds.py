@@ -1,0 +1,78 @@
+"""Model kinds: how each kind of model folder is written and read back (a registry).
+
+A model folder is an HF checkpoint (``config.json`` + ``tf_model.h5``) plus
+``vocab.txt``, ``labels.json`` and ``tfpipeline.json``. Its ``"head"`` entry
+names the kind; folders without one are fine-tuned task models (``task``).
+Each kind registers a loader (and, if it keeps more than the checkpoint, a
+writer for its extra files), so ``ModelBundle.load`` has no if-chain and a new
+kind is one ``register_model_kind`` call in its own module:
+
+* ``task``          -- ``TaskModel`` (transformers task head), optionally with
+                       unmerged PEFT adapters (``peft_weights.npz``);
+* ``label_vectors`` -- zero/few-shot similarity classifier (``models.zeroshot``);
+* ``cloze``         -- masked-LM prompt classifier (``models.cloze``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping
+
+
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.errors import CheckpointError
+from tfpipeline.models.peft import apply_peft, applied_method, load_peft_weights, options_from_metadata, \
+    save_peft_weights
+from tfpipeline.models.task_model import build_task_model
+
+TASK_KIND = "task"
+
+
+def _no_extra_files(model, directory: str) -> None:
+    """Kinds whose whole state is the HF checkpoint write nothing more."""
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """``load(folder, metadata, labels) -> Keras model``; ``write_extra(model, folder)`` adds the kind's files."""
+
+    name: str
+    load: Callable[[str, Mapping[str, Any], LabelMap], Any]
+    write_extra: Callable[[Any, str], None] = _no_extra_files
+
+
+MODEL_KINDS: Dict[str, ModelKind] = {}
+
+
+def register_model_kind(kind: ModelKind) -> ModelKind:
+    MODEL_KINDS[kind.name] = kind
+    return kind
+
+
+def model_kind(name: str) -> ModelKind:
+    if name not in MODEL_KINDS:
+        raise CheckpointError(f"unknown model kind {name!r} in tfpipeline.json (known: {', '.join(sorted(MODEL_KINDS))})"
+                              "; was the folder written by a newer tfpipeline?")
+    return MODEL_KINDS[name]
+
+
+def kind_of(meta: Mapping[str, Any]) -> str:
+    return meta.get("head") or TASK_KIND
+
+
+def _load_task_model(directory: str, meta: Mapping[str, Any], labels: LabelMap):
+    model = build_task_model(directory, meta["task"], labels)
+    peft = meta.get("peft")
+    if peft and not peft.get("merged"):
+        # Adapters cannot be folded into the dense weights: re-insert them and load their weights.
+        apply_peft(model, options_from_metadata(peft))
+        load_peft_weights(model, directory)
+        model.backbone.trainable = True
+    return model
+
+
+def _write_peft_weights(model, directory: str) -> None:
+    if applied_method(model):     # unmerged adapters live beside the plain checkpoint
+        save_peft_weights(model, directory)
+
+
+register_model_kind(ModelKind(TASK_KIND, _load_task_model, _write_peft_weights))
