@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION, TaskData, TextExample
+from tfpipeline.data.examples import CLASSIFICATION, NER, TaskData, TextExample, TokenExample
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.pipeline import batches_per_epoch, make_dataset
@@ -24,7 +24,7 @@ from tfpipeline.models.optimization import WarmupLinearDecay, create_optimizer
 from tfpipeline.models.task_model import build_task_model
 from tfpipeline.training.trainer import REPORT_FILE, train
 
-from conftest import TINY_TRAIN, keyword_examples
+from conftest import TINY_TRAIN, keyword_examples, ner_examples
 
 IGNORE = -100
 
@@ -150,6 +150,10 @@ def test_batches_per_epoch_counts_what_the_dataset_yields(tiny_checkpoint):
         assert sum(1 for _ in ds) == expected, kwargs   # 20 + 20 in two buckets: 2 + 2 batches, not ceil(40/16)
         assert int(ds.cardinality()) == expected        # ... and Keras is told so (known epoch length)
         assert batches_per_epoch(examples, encoder, CLASSIFICATION, 16, **kwargs) == expected
+    sentences = ner_examples(60, seed=7) + [TokenExample(("word",) * 20, ("O",) * 20, origin="long")] * 5
+    tags = LabelMap.from_examples(sentences, NER)
+    ds = make_dataset(sentences, encoder, tags, NER, batch_size=16)
+    assert sum(1 for _ in ds) == int(ds.cardinality()) == batches_per_epoch(sentences, encoder, NER, 16) == 5
 
 
 class OptimizerSteps(tf_keras.callbacks.Callback):
@@ -297,7 +301,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, sys.argv[3])
-    from conftest import TINY_TRAIN, keyword_examples
+    from conftest import TINY_TRAIN, keyword_examples, ner_examples
     from tfpipeline.data.examples import TaskData
     from tfpipeline.training.trainer import train
 

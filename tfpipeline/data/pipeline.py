@@ -166,10 +166,22 @@ def make_dataset(examples: Sequence, encoder: TextEncoder, labels: LabelMap, tas
 
 
 def sequence_lengths(examples: Sequence, encoder: TextEncoder, task: str) -> List[int]:
-    """Encoded length (with special tokens) of every example, in order (bucketing, padding statistics)."""
-    ds = make_dataset(examples, encoder, LabelMap.from_examples(examples, task), task,
-                      batch_size=1024, bucket=False, cache=False)
-    return [int(n) for features, _ in ds for n in tf.reduce_sum(features["attention_mask"], axis=1).numpy()]
+    """Encoded length (with special tokens) of every example, in order (bucketing, padding statistics).
+
+    Runs the same ``TextEncoder`` ops as the pipeline, eagerly in chunks: no
+    tf.data graph to build, so counting costs milliseconds on small data.
+    """
+    lengths: List[int] = []
+    for start in range(0, len(examples), ENCODE_CHUNK * 16):
+        chunk = examples[start:start + ENCODE_CHUNK * 16]
+        if task == NER:
+            features, _ = encoder.encode_words(tf.ragged.constant([list(ex.tokens) for ex in chunk], dtype=tf.string))
+        else:
+            pairs = [ex.text_pair for ex in chunk]
+            second = tf.constant(pairs) if all(p is not None for p in pairs) else None
+            features = encoder.encode(tf.constant([ex.text for ex in chunk]), second)
+        lengths += [int(n) for n in features["input_ids"].row_lengths().numpy()]
+    return lengths
 
 
 def batches_per_epoch(examples: Sequence, encoder: TextEncoder, task: str, batch_size: int, *,
