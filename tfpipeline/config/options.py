@@ -45,6 +45,13 @@ def check_choice(value: Any, name: str, choices: Sequence[Any], *, optional: boo
         raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, not {value!r}")
 
 
+def check_required(config: Any) -> None:
+    """Raise ``ConfigError`` for the first field declared ``required`` (in its ``opt``) that has no value."""
+    for f in dataclasses.fields(config):
+        if f.metadata.get("required") and not getattr(config, f.name):
+            raise ConfigError(f"{f.name} is required")
+
+
 def check_positive(config: Any, *names: str) -> None:
     """Raise ``ConfigError`` for the first of ``names`` that is set and below 1."""
     for name in names:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import List, Optional
 
-from tfpipeline.config.options import check_choice, check_positive, opt
+from tfpipeline.config.options import check_choice, check_positive, check_required, opt
 from tfpipeline.config.train import DEFAULT_CHECKPOINT, DataOptions
 from tfpipeline.errors import ConfigError
 
@@ -41,9 +41,7 @@ class DistillConfig(DataOptions):
     quiet: bool = opt(False, "no progress or report output")
 
     def validate(self) -> "DistillConfig":
-        for name in ("teacher_dir", "output_dir"):
-            if not getattr(self, name):
-                raise ConfigError(f"{name} is required")
+        check_required(self)
         self.validate_data()
         check_choice(self.student_init, "student_init", STUDENT_INIT)
         check_positive(self, "student_layers", "epochs", "batch_size", "max_length")
@@ -119,8 +117,7 @@ class ContinualRunOptions:
     quiet: bool = opt(False, "no training progress")
 
     def validate(self) -> "ContinualRunOptions":
-        if not self.model_dir:
-            raise ConfigError("model_dir is required")
+        check_required(self)
         for method in self.compare:
             check_choice(method, "compare method", CONTINUAL_METHODS)
         if self.compare and self.output_dir:
@@ -150,9 +147,7 @@ class CompressConfig(DataOptions):
     seed: int = opt(13, "random seed")
 
     def validate(self) -> "CompressConfig":
-        for name in ("model_dir", "output"):
-            if not getattr(self, name):
-                raise ConfigError(f"{name} is required")
+        check_required(self)
         self.validate_data()
         check_choice(self.quantize, "quantize", QUANTIZATIONS)
         if self.prune_sparsity is not None and not 0.0 < self.prune_sparsity < 1.0:
