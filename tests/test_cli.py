@@ -77,7 +77,8 @@ def test_enumerated_options_list_their_choices():
 
 def test_help_shows_defaults_and_required():
     text = subparsers()["train"].format_help()
-    assert "peak AdamW learning rate (default: 5e-05)" in " ".join(text.split())
+    assert "peak AdamW learning rate (auto: the checkpoint recipe's, per task) (default: auto)" in " ".join(text.split())
+    assert "global gradient-norm clipping (0 = off) (default: 1.0)" in " ".join(text.split())
     assert "(default: rotten_tomatoes)" in text
     text = " ".join(subparsers()["export"].format_help().split())
     assert "--model-dir MODEL_DIR trained model folder (tfpipeline train output) (required)" in text

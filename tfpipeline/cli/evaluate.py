@@ -1,12 +1,13 @@
-"""``tfpipeline evaluate``: score a model folder with ``evaluate_model``; print the report, ``--output`` saves it."""
+"""``tfpipeline evaluate``: score a model folder with ``evaluate_model``; print the report, ``--output`` saves it
+(as JSON, or as a report page with its PNGs when the path ends in ``.html``)."""
 from __future__ import annotations
-
-import json
 
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.config import EvaluateConfig
 from tfpipeline.evaluation.evaluate import evaluate_model
+from tfpipeline.evaluation.html_report import save_report
 from tfpipeline.evaluation.reports import format_report
+
 
 def run(config: EvaluateConfig, args) -> int:
     report = evaluate_model(ModelBundle.load(config.model_dir), dataset=config.dataset, split=config.split,
@@ -14,6 +15,5 @@ def run(config: EvaluateConfig, args) -> int:
                             label_column=config.label_column, pair_column=config.pair_column)
     print(format_report(report))
     if config.output:
-        with open(config.output, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        save_report(config.output, report)
     return 0

@@ -16,6 +16,8 @@ import types
 import typing
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from tfpipeline.config.options import AUTO
+
 
 def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -47,6 +49,8 @@ def _flag_kwargs(cls, f: dataclasses.Field, hint) -> Dict[str, Any]:
         kwargs["required"] = True
     if hint is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
+    elif hint in (int, float) and f.metadata.get("auto"):
+        kwargs.update(type=_number_or_auto(hint), metavar=f"{{{hint.__name__.upper()},auto}}")
     elif hint in (int, float, str):
         kwargs.update(type=hint, choices=list(choices) if choices else None)
     elif typing.get_origin(hint) in (list, List) and typing.get_args(hint)[0] in (int, str):
@@ -76,8 +80,19 @@ def _help(f: dataclasses.Field) -> str:
     else:
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        if shown is None and f.metadata.get("auto"):
+            shown = AUTO
         suffix = "" if shown is None or shown == "" else f"(default: {shown})"
     return " ".join(p for p in (text, suffix) if p).replace("%", "%%")
+
+
+def _number_or_auto(kind: type) -> Callable[[str], Any]:
+    """A parser for an ``auto`` field: a number, or the word ``auto`` (kept; the config maps it to None)."""
+    def parse(text: str) -> Any:
+        return AUTO if text.strip().lower() == AUTO else kind(text)
+
+    parse.__name__ = f"{kind.__name__} or auto"
+    return parse
 
 
 def _comma_list(item: type, choices: Optional[Sequence[Any]]) -> Callable[[str], List[Any]]:

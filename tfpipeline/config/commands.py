@@ -20,7 +20,8 @@ class EvaluateConfig:
     label_column: str = opt("label", "CSV/TSV/JSONL column with the label")
     pair_column: Optional[str] = opt(None, "optional second-text column")
     limit: Optional[int] = opt(None, "score only the first N examples")
-    output: Optional[str] = opt(None, "also write the report as JSON to this file")
+    output: Optional[str] = opt(None, "also save the report: a path ending in .html writes a report page "
+                                 "(PNG plots beside it), any other path JSON")
 
     def validate(self) -> "EvaluateConfig":
         check_choice(self.split, "split", SPLITS)

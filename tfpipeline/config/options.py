@@ -23,18 +23,27 @@ from tfpipeline.errors import ConfigError
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: Optional[Sequence[Any]] = None,
-        factory: Any = None, flag: bool = True, required: bool = False):
+        factory: Any = None, flag: bool = True, required: bool = False, auto: bool = False):
     """A config field with its one-line help and, for enumerated options, the allowed values.
 
     ``factory`` builds mutable defaults (lists); ``flag=False`` keeps a field out of the CLI
     (still settable from a config file or Python); ``required`` makes the flag mandatory
     (the field still needs a default so dataclass inheritance works; ``validate`` checks it).
+    ``auto`` fields default to None, meaning "decided from the checkpoint and the data"; the
+    word ``auto`` is accepted for them on the command line and in config files.
     """
     metadata = {"help": help, "choices": tuple(choices) if choices else None, "flag": flag,
-                "required": required}
+                "required": required, "auto": auto}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+AUTO = "auto"
+
+
+def is_auto_field(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("auto"))
 
 
 def check_choice(value: Any, name: str, choices: Sequence[Any], *, optional: bool = False) -> None:
@@ -92,6 +101,8 @@ def make_config(cls, values: Dict[str, Any], source: str = "config"):
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
+    auto_fields = {f.name for f in dataclasses.fields(cls) if is_auto_field(f)}
+    values = {k: (None if k in auto_fields and v == AUTO else v) for k, v in values.items()}
     try:
         config = cls(**values)
     except TypeError as e:   # a required field is missing

@@ -32,8 +32,9 @@ class DistillConfig(DataOptions):
     temperature: float = opt(2.0, "softmax temperature of the soft targets")
     alpha: float = opt(0.5, "weight of the hard-label loss (1 - alpha: soft targets)")
     epochs: int = opt(3, "training epochs (the best by validation accuracy is kept)")
-    learning_rate: float = opt(1e-4, "peak AdamW learning rate")
-    batch_size: int = opt(32, "examples per step")
+    learning_rate: Optional[float] = opt(None, "peak AdamW learning rate (auto: the recipe of the teacher's "
+                                         "checkpoint, per task)", auto=True)
+    batch_size: Optional[int] = opt(None, "examples per step (auto: the recipe's)", auto=True)
     max_length: Optional[int] = opt(None, "longest token sequence (default: the teacher's)")
     warmup_ratio: float = opt(0.1, "share of steps with linear warmup")
     seed: int = opt(13, "random seed")
@@ -61,8 +62,9 @@ class ContinualConfig:
     ewc_lambda: float = opt(1.0, "strength of the (mean-normalised) Fisher penalty")
     fisher_examples: int = opt(200, "old-task examples used to estimate the Fisher diagonal")
     epochs: int = opt(3, "training epochs on the new task")
-    learning_rate: float = opt(5e-5, "peak AdamW learning rate")
-    batch_size: int = opt(32, "examples per step")
+    learning_rate: Optional[float] = opt(None, "peak AdamW learning rate (auto: the recipe of the model's "
+                                         "checkpoint)", auto=True)
+    batch_size: Optional[int] = opt(None, "examples per step (auto: the recipe's)", auto=True)
     warmup_ratio: float = opt(0.1, "share of steps with linear warmup")
     seed: int = opt(13, "random seed")
 
@@ -183,7 +185,8 @@ class ZeroShotConfig:
     limit: Optional[int] = opt(None, "with --dataset: score only the first N test examples")
     prompt_weight: float = opt(0.5, "similarity with shots: label vector = w * prompt + (1 - w) * prototype")
     finetune_epochs: int = opt(0, "with shots: prompt fine-tuning epochs (0 = none)")
-    learning_rate: float = opt(5e-5, "prompt fine-tuning learning rate")
+    learning_rate: Optional[float] = opt(None, "prompt fine-tuning learning rate (auto: the checkpoint "
+                                         "recipe's)", auto=True)
     seed: int = opt(13, "random seed (shot sampling, fine-tuning)")
     output_dir: Optional[str] = opt(None, "save the classifier as a model folder")
     overwrite: bool = opt(False, "replace an existing output folder")

@@ -53,7 +53,9 @@ class DataOptions:
 @dataclass
 class ModelOptions:
     model: str = opt(DEFAULT_CHECKPOINT, f"checkpoint: alias '{DEFAULT_CHECKPOINT}' or a local Hugging Face folder")
-    max_length: int = opt(128, "longest token sequence; longer texts are truncated")
+    max_length: Optional[int] = opt(None, "longest token sequence; longer texts are truncated (auto: the 99th "
+                                    "percentile of the training texts' lengths, within the checkpoint recipe's "
+                                    "cap)", auto=True)
     dropout: Optional[float] = opt(None, "hidden dropout (default: the checkpoint's)")
 
 
@@ -80,11 +82,17 @@ class PeftOptions:
 
 @dataclass
 class OptimizerOptions:
-    epochs: int = opt(3, "training epochs (the best epoch by validation score is kept)")
-    batch_size: int = opt(32, "examples per step and replica (global batch = batch_size x replicas)")
-    learning_rate: float = opt(5e-5, "peak AdamW learning rate")
-    warmup_ratio: float = opt(0.1, "share of steps with linear warmup, then linear decay to 0")
-    weight_decay: float = opt(0.01, "AdamW weight decay (not applied to LayerNorm and biases)")
+    epochs: Optional[int] = opt(None, "training epochs; auto: until the validation score stops improving "
+                                "(--early-stopping-patience), under a cap set by the data's size and label count; "
+                                "the best epoch is kept either way", auto=True)
+    batch_size: Optional[int] = opt(None, "examples per step and replica (global batch = batch_size x replicas; "
+                                    "auto: the checkpoint recipe's)", auto=True)
+    learning_rate: Optional[float] = opt(None, "peak AdamW learning rate (auto: the checkpoint recipe's, "
+                                         "per task)", auto=True)
+    warmup_ratio: Optional[float] = opt(None, "share of steps with linear warmup, then linear decay to 0 (auto: "
+                                        "the recipe's, at most one epoch when epochs is auto)", auto=True)
+    weight_decay: Optional[float] = opt(None, "AdamW weight decay, not applied to LayerNorm and biases (auto: "
+                                        "the recipe's)", auto=True)
     clip_norm: Optional[float] = opt(1.0, "global gradient-norm clipping (0 = off)")
     precision: str = opt("float32", "Keras mixed-precision policy", choices=PRECISIONS)
     early_stopping_patience: int = opt(2, "stop after N epochs without validation improvement (0 = never)")
@@ -122,9 +130,11 @@ class TrainConfig(RuntimeOptions, PipelineOptions, OptimizerOptions, PeftOptions
         self.validate_peft()
         check_choice(self.precision, "precision", PRECISIONS)
         check_choice(self.strategy, "strategy", STRATEGIES)
-        if self.learning_rate <= 0:
+        if self.learning_rate is not None and self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         return self
 
@@ -142,13 +152,16 @@ class TuneConfig:
 
     algorithm: str = opt("random", "KerasTuner search algorithm", choices=TUNE_ALGORITHMS)
     max_trials: int = opt(6, "trials to run (random / bayesian)")
-    learning_rate_min: float = opt(1e-5, "lowest learning rate tried")
-    learning_rate_max: float = opt(1e-4, "highest learning rate tried")
+    learning_rate_min: Optional[float] = opt(None, "lowest learning rate tried (auto: the checkpoint recipe's "
+                                             "rate / 4)", auto=True)
+    learning_rate_max: Optional[float] = opt(None, "highest learning rate tried (auto: the recipe's rate x 2)",
+                                             auto=True)
     batch_sizes: List[int] = opt(help="batch sizes tried, comma-separated", factory=lambda: [16, 32, 64])
     also_tune: List[str] = opt(help="more hyperparameters to search, comma-separated", factory=list,
                                choices=TUNABLE)
     max_epochs: int = opt(3, "upper bound for epochs (and the Hyperband budget)")
-    objective: str = opt("val_accuracy", "metric to optimise (accuracy metrics up, losses down)")
+    objective: Optional[str] = opt(None, "metric to optimise, maximised unless it is a loss (default: the "
+                                   "task's validation score, val_accuracy or val_entity_f1)")
     directory: str = opt("runs/tuning", "where the search state lives")
     project_name: str = opt("search", "search name under --directory (same name = resume)")
     overwrite: bool = opt(False, "start the search afresh instead of resuming it")
@@ -159,7 +172,9 @@ class TuneConfig:
         unknown = sorted(set(self.also_tune) - set(TUNABLE))
         if unknown:
             raise ConfigError(f"cannot tune {', '.join(unknown)} (tunable: {', '.join(TUNABLE)})")
-        if not 0 < self.learning_rate_min <= self.learning_rate_max:
+        low, high = self.learning_rate_min, self.learning_rate_max
+        if (low is not None and low <= 0) or (high is not None and high <= 0) or \
+                (low is not None and high is not None and low > high):
             raise ConfigError("need 0 < learning_rate_min <= learning_rate_max")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError("batch_sizes must be a non-empty list of positive integers")

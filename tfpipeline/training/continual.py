@@ -28,6 +28,7 @@ Against forgetting:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import time
@@ -48,6 +49,7 @@ from tfpipeline.data.tokenization import FEATURES, TextEncoder
 from tfpipeline.errors import CheckpointError, ConfigError, DataError
 from tfpipeline.evaluation.reports import classification_report
 from tfpipeline.inference import Predictor
+from tfpipeline.models.checkpoint_recipes import recipe_for
 from tfpipeline.models.task_model import TaskModel, build_task_model
 from tfpipeline.models.weights import weight_key
 from tfpipeline.staging import staged_output
@@ -270,6 +272,9 @@ def continual_finetune(model_dir: str, new_data: TaskData, old_data: TaskData, o
         kind = f"a {meta['head']} head" if meta.get("head") else "adapters"
         raise CheckpointError(f"{model_dir}: continual learning needs a fully fine-tuned (or merged LoRA) model "
                               f"folder; this one has {kind}")
+    recipe = recipe_for(model_dir)
+    cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate or recipe.learning_rate(CLASSIFICATION),
+                              batch_size=cfg.batch_size or recipe.batch_size)
     staging_context = staged_output(output_dir, overwrite=overwrite) if output_dir else contextlib.nullcontext()
     with staging_context as staging:   # entered before training: a clash fails fast
         old = ModelBundle.load(model_dir)

@@ -22,6 +22,7 @@ positions); BERT-family backbones whose config has ``num_hidden_layers``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import re
@@ -39,11 +40,14 @@ from tfpipeline.data.sources import data_from_options
 from tfpipeline.data.tokenization import IGNORE_INDEX
 from tfpipeline.errors import CheckpointError, ConfigError, DataError
 from tfpipeline.evaluation.evaluate import evaluate_examples
+from tfpipeline.evaluation.html_report import write_html_report
+from tfpipeline.models.checkpoint_recipes import recipe_for
 from tfpipeline.models.losses import MaskedAccuracy
 from tfpipeline.models.peft import applied_method
 from tfpipeline.models.task_model import TaskModel, count_params
 from tfpipeline.models.weights import weight_key
 from tfpipeline.staging import staged_output
+from tfpipeline.training.effective_recipe import USER
 from tfpipeline.training.trainer import TrainResult, fit_verbosity, write_report
 
 log = logging.getLogger(__name__)
@@ -227,6 +231,9 @@ def distill(config: DistillConfig, *, data: Optional[TaskData] = None) -> TrainR
     cfg = config.validate()
     say = (lambda *a, **k: None) if cfg.quiet else print
     meta = read_metadata(cfg.teacher_dir)
+    recipe = recipe_for(cfg.teacher_dir)   # the student has the teacher's width, so the same kind of recipe
+    cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate or recipe.learning_rate(meta["task"]),
+                              batch_size=cfg.batch_size or recipe.batch_size)
     if meta.get("head"):
         raise CheckpointError(f"{cfg.teacher_dir}: the teacher must be a fine-tuned task model; this is a "
                               f"{meta['head']} (prompt-based) classifier")
@@ -275,6 +282,9 @@ def distill(config: DistillConfig, *, data: Optional[TaskData] = None) -> TrainR
                       total_params=params["total"], teacher=_headline(teacher_report), distillation=settings)
         bundle.write(staging)
         write_report(staging, report)
+        write_html_report(staging, report, history=dict(history.history),
+                          recipe={name: {"value": settings[name], "source": USER if getattr(config, name) is not None
+                                         else f"{recipe.name} recipe"} for name in ("learning_rate", "batch_size")})
     bundle.directory = cfg.output_dir
     say(f"[tfpipeline] student {_headline(report)} vs teacher {report['teacher']} "
         f"on {report['split']} ({data.name}); written to {cfg.output_dir}")

@@ -43,6 +43,7 @@ from tfpipeline.errors import CheckpointError, ConfigError, DataError
 from tfpipeline.evaluation.evaluate import evaluate_examples
 from tfpipeline.inference import Predictor
 from tfpipeline.models.checkpoint import resolve_checkpoint
+from tfpipeline.models.checkpoint_recipes import recipe_for
 from tfpipeline.models.cloze import (CLOZE_HEAD, DEFAULT_CLOZE_TEMPLATE, MASK_TOKEN, NO_HEAD_HINT, ClozeModel,
                                      has_mlm_head, load_mlm, template_ids, verbalizer_ids)
 from tfpipeline.models.zeroshot import (DEFAULT_TEMPERATURE, LABEL_VECTOR_HEAD, LabelVectorClassifier,
@@ -407,7 +408,8 @@ def zeroshot(config: ZeroShotConfig, texts: Sequence[str] = ()) -> ZeroShotRun:
 
 
 def _build(method: str, config: ZeroShotConfig, labels: List[str], verbalizer, shots) -> PromptClassifier:
-    tuning = dict(epochs=config.finetune_epochs, learning_rate=config.learning_rate, seed=config.seed)
+    tuning = dict(epochs=config.finetune_epochs, seed=config.seed,
+                  learning_rate=config.learning_rate or recipe_for(config.model).learning_rate(CLASSIFICATION))
     if method == "cloze":
         clf = ClozeClassifier.from_checkpoint(labels, config.model, max_length=config.max_length,
                                               template=config.template or DEFAULT_CLOZE_TEMPLATE,

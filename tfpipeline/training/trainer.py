@@ -28,12 +28,15 @@ from tfpipeline.data.readers import summarize_bad_rows
 from tfpipeline.data.sources import data_from_options
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.evaluation.evaluate import evaluate_examples
+from tfpipeline.evaluation.html_report import write_html_report
 from tfpipeline.evaluation.reports import format_report
 from tfpipeline.models.checkpoint import resolve_checkpoint
 from tfpipeline.models.peft import apply_peft, merge_lora, peft_metadata, save_peft_weights
 from tfpipeline.models.task_model import build_task_model
 from tfpipeline.staging import staged_output
-from tfpipeline.training.callbacks import BEST_WEIGHTS, default_callbacks
+from tfpipeline.training.callbacks import (BEST_WEIGHTS, ENTITY_F1, METRIC_NAMES, SELECTION_METRIC,
+                                           ValidationEntityF1, default_callbacks)
+from tfpipeline.training.effective_recipe import EffectiveRecipe, resolve_recipe
 from tfpipeline.training.strategy import get_strategy, is_tpu
 
 REPORT_FILE = "eval_report.json"
@@ -83,6 +86,21 @@ class FitResult:
     params: Dict[str, int]
     train_seconds: float
     global_batch: int
+    recipe: EffectiveRecipe
+    epochs: Dict[str, Any]
+
+
+def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: int) -> Dict[str, Any]:
+    """Which epoch was kept (1-based, best ``monitor``), how many ran, and why training stopped."""
+    scores = history.get(monitor) or []
+    run = len(scores)
+    kept = int(max(range(run), key=lambda i: (scores[i], -i))) + 1 if run else 0
+    if run < cap:
+        stopped = f"no {METRIC_NAMES.get(monitor, monitor)} improvement for {patience} epochs"
+    else:
+        stopped = f"reached the {cap}-epoch {'cap' if patience else 'count'}"
+    return {"kept": kept, "run": run, "cap": cap, "monitor": monitor,
+            "best": float(scores[kept - 1]) if run else None, "stopped": stopped}
 
 
 def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
@@ -91,15 +109,19 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
               labels: Optional[LabelMap] = None, say: Callable[..., None] = print) -> FitResult:
     """Build, compile and ``fit`` on ``data``; returns the bundle holding its best-validation weights.
 
-    ``run_dir`` receives checkpoints, TensorBoard logs and history.csv. Used by
-    ``train`` and by the tuner (which needs no model folder per trial).
+    Options left ``auto`` in ``cfg`` are filled first (``resolve_recipe``); the
+    result's ``recipe`` says which values were used and why. ``run_dir``
+    receives checkpoints, TensorBoard logs and history.csv. Used by ``train``
+    and by the tuner (which needs no model folder per trial).
     """
     task = data.task
     labels = labels or label_map_for(data)
-    checkpoint = resolve_checkpoint(cfg.model)
-    encoder = TextEncoder.from_directory(checkpoint, max_length=cfg.max_length)
     strategy = strategy or get_strategy(cfg.strategy, cfg.tpu)
     static = cfg.static_shapes or is_tpu(strategy)
+    recipe = resolve_recipe(cfg, data, labels, replicas=strategy.num_replicas_in_sync, static_shapes=static)
+    cfg = recipe.config
+    checkpoint = resolve_checkpoint(cfg.model)
+    encoder = TextEncoder.from_directory(checkpoint, max_length=cfg.max_length)
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     tf_keras.utils.set_random_seed(cfg.seed)
 
@@ -107,7 +129,8 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
                             static_shapes=static, bucket=cfg.bucket, seed=cfg.seed)
     val_ds = make_dataset(data.validation, encoder, labels, task, batch_size=global_batch,
                           static_shapes=static, bucket=cfg.bucket)
-    steps = batches_per_epoch(data.train, encoder, task, global_batch, static_shapes=static, bucket=cfg.bucket)
+    steps = recipe.steps_per_epoch
+    monitor = SELECTION_METRIC.get(task, "val_accuracy")
     previous_policy = tf_keras.mixed_precision.global_policy()
     try:
         tf_keras.mixed_precision.set_global_policy(cfg.precision)
@@ -124,16 +147,24 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
             f"validation {len(data.validation)} / test {len(data.test)}; model {cfg.model} "
             f"({params['trainable']:,} trainable params); {strategy.num_replicas_in_sync} replica(s), "
             f"global batch {global_batch}, {'static' if static else 'bucketed'} shapes")
+        say(f"[tfpipeline] recipe: {recipe.describe()}")
+        scorer = [ValidationEntityF1(bundle.predictor(batch_size=max(global_batch, 64)), data.validation)] \
+            if monitor == ENTITY_F1 else []
         started = time.perf_counter()
         history = bundle.model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                                   callbacks=default_callbacks(run_dir, patience=cfg.early_stopping_patience)
+                                   callbacks=default_callbacks(run_dir, monitor=monitor, first=scorer,
+                                                               patience=cfg.early_stopping_patience)
                                    + list(callbacks), verbose=fit_verbosity(cfg.verbose))
         train_seconds = time.perf_counter() - started
         bundle.model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
         shutil.rmtree(os.path.join(run_dir, os.path.dirname(BEST_WEIGHTS)), ignore_errors=True)
     finally:
         tf_keras.mixed_precision.set_global_policy(previous_policy)
-    return FitResult(bundle, dict(history.history), params, train_seconds, global_batch)
+    epochs = epoch_summary(history.history, monitor, cfg.epochs, cfg.early_stopping_patience)
+    if epochs["run"]:
+        say(f"[tfpipeline] kept epoch {epochs['kept']} of {epochs['run']} ({METRIC_NAMES.get(monitor, monitor)} "
+            f"{epochs['best']:.4f}); stopped: {epochs['stopped']}")
+    return FitResult(bundle, dict(history.history), params, train_seconds, global_batch, recipe, epochs)
 
 
 def check_labels(data: TaskData, labels: LabelMap) -> None:
@@ -168,7 +199,8 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
     with staged_output(cfg.output_dir, overwrite=cfg.overwrite) as staging:
         fit = fit_model(cfg, data, staging, strategy=strategy, callbacks=callbacks, labels=labels, say=say)
         bundle = fit.bundle
-        bundle.meta.update(source_checkpoint=cfg.model, dataset=data.name, config=cfg.to_dict())
+        bundle.meta.update(source_checkpoint=cfg.model, dataset=data.name, config=fit.recipe.config.to_dict(),
+                           recipe=fit.recipe.as_dict())
         if cfg.peft:
             save_peft_weights(bundle.model, staging)   # the small artefact: PEFT weights + head only
             bundle.meta["peft"] = peft_metadata(cfg.peft_options(), merged=cfg.peft == "lora")
@@ -176,11 +208,13 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
                 merge_lora(bundle.model)              # saved/exported model is a plain BERT again
         report = evaluate_examples(bundle.predictor(batch_size=max(fit.global_batch, 64)), eval_split)
         report.update(split="test" if data.test else "validation", dataset=data.name,
-                      train_seconds=round(fit.train_seconds, 1), trainable_params=fit.params["trainable"])
+                      train_seconds=round(fit.train_seconds, 1), trainable_params=fit.params["trainable"],
+                      epochs=fit.epochs, recipe=fit.recipe.as_dict())
         if data.skipped_rows:
             report.update(skipped_rows=len(data.skipped_rows), skipped_row_examples=data.skipped_rows[:5])
         bundle.write(staging)
         write_report(staging, report)
+        write_html_report(staging, report, history=fit.history, recipe=fit.recipe.as_dict())
     bundle.directory = cfg.output_dir
     say(f"[tfpipeline] evaluation on {report['split']} ({data.source(report['split'])}):")
     say(format_report(report))

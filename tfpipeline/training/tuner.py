@@ -27,6 +27,8 @@ import yaml
 from tfpipeline.config import TrainConfig, TuneConfig, make_config
 from tfpipeline.data.examples import TaskData
 from tfpipeline.errors import ConfigError
+from tfpipeline.models.checkpoint_recipes import recipe_for
+from tfpipeline.training.callbacks import SELECTION_METRIC
 from tfpipeline.training.trainer import data_for, fit_model
 
 BEST_CONFIG = "best_config.yaml"
@@ -87,7 +89,7 @@ class FineTuneSearch:
         history = result.history
         if self.tune.objective not in history:
             raise ConfigError(f"objective {self.tune.objective!r} not among the metrics {sorted(history)}")
-        best = max(history[self.tune.objective]) if self.tune.objective.endswith("accuracy") \
+        best = max(history[self.tune.objective]) if maximise(self.tune.objective) \
             else min(history[self.tune.objective])
         return {self.tune.objective: float(best), "trial_seconds": time.perf_counter() - started,
                 "train_steps_epoch1": float(counter.steps)}
@@ -105,9 +107,24 @@ class HyperbandTuner(FineTuneSearch, kt.Hyperband):
     pass
 
 
+def with_task_defaults(tune: TuneConfig, base: TrainConfig, task: str) -> TuneConfig:
+    """``tune`` with its ``auto`` values filled: the learning-rate range around the checkpoint recipe's
+    rate for ``task`` (/4 to x2; a given bound stays, the other is kept on its side of it) and the
+    task's validation score as the objective."""
+    rate = recipe_for(base.model).learning_rate(task)
+    low = tune.learning_rate_min or min(rate / 4, tune.learning_rate_max or rate)
+    high = tune.learning_rate_max or max(rate * 2, low)
+    return dataclasses.replace(tune, learning_rate_min=low, learning_rate_max=high,
+                               objective=tune.objective or SELECTION_METRIC.get(task, "val_accuracy")).validate()
+
+
+def maximise(objective: str) -> bool:
+    return "loss" not in objective
+
+
 def make_tuner(base: TrainConfig, tune: TuneConfig, data: TaskData) -> FineTuneSearch:
-    tune.validate()
-    direction = "max" if tune.objective.endswith("accuracy") else "min"
+    tune = with_task_defaults(tune.validate(), base, data.task)
+    direction = "max" if maximise(tune.objective) else "min"
     common = dict(base=base, tune=tune, data=data, objective=kt.Objective(tune.objective, direction),
                   directory=tune.directory, project_name=tune.project_name, overwrite=tune.overwrite,
                   seed=tune.seed)
@@ -165,9 +182,11 @@ def tune(base: Union[TrainConfig, Dict[str, Any], None] = None, tune_config: Uni
     base = make_config(TrainConfig, base) if isinstance(base, dict) else (base or TrainConfig())
     tune_cfg = make_config(TuneConfig, tune_config) if isinstance(tune_config, dict) else (tune_config or TuneConfig())
     tune_cfg.validate()
-    base = dataclasses.replace(base, verbose=0, epochs=min(base.epochs, tune_cfg.max_epochs)).validate()
+    base = dataclasses.replace(base, verbose=0, epochs=min(base.epochs or tune_cfg.max_epochs,
+                                                           tune_cfg.max_epochs)).validate()
     data = data or data_for(base)
     tuner = make_tuner(base, tune_cfg, data)
+    tune_cfg = tuner.tune
     tuner.search()
     rows = trial_table(tuner)
     best_hp = tuner.get_best_hyperparameters(1)[0]

@@ -1,0 +1,131 @@
+"""Checkpoint recipes and the values a run fills in when the user gives none (issue #12)."""
+import dataclasses
+import json
+import os
+import shutil
+
+import pytest
+import tf_keras
+
+from conftest import keyword_examples
+from tfpipeline.cli import build_parser
+from tfpipeline.cli.flags import values_from
+from tfpipeline.config import NER, TrainConfig, TuneConfig, make_config
+from tfpipeline.data.examples import TaskData
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.errors import ConfigError
+from tfpipeline.models.checkpoint_recipes import BASE, LARGE, MINILM, SMALL, recipe_for
+from tfpipeline.training.callbacks import StopWhenStalled
+from tfpipeline.training.effective_recipe import (USER, auto_max_length, epoch_cap, label_units, resolve_recipe,
+                                                  short_number)
+from tfpipeline.training.trainer import epoch_summary
+from tfpipeline.training.tuner import with_task_defaults
+
+
+def _checkpoint_with_width(tmp_path, tiny_checkpoint, hidden):
+    folder = tmp_path / f"h{hidden}"
+    shutil.copytree(tiny_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": hidden}))
+    return str(folder)
+
+
+def test_recipe_by_alias_and_by_encoder_width(tmp_path, tiny_checkpoint):
+    assert recipe_for("minilm") is MINILM and recipe_for(None) is MINILM
+    assert recipe_for(tiny_checkpoint) is SMALL                       # hidden 32
+    assert recipe_for(_checkpoint_with_width(tmp_path, tiny_checkpoint, 768)) is BASE
+    assert recipe_for(_checkpoint_with_width(tmp_path, tiny_checkpoint, 1024)) is LARGE
+    assert MINILM.learning_rate("classification") == 1e-4 and MINILM.learning_rate(NER) == 2e-4
+    assert BASE.learning_rate("classification") < SMALL.learning_rate("classification")
+
+
+def test_auto_max_length_percentile_rounding_and_bounds():
+    assert auto_max_length([10] * 99 + [200], MINILM, 256) == 16          # p99 = 11.9 -> 16 (floor)
+    assert auto_max_length(list(range(1, 101)), MINILM, 256) == 104       # p99 = 99.01 -> next multiple of 8
+    assert auto_max_length([300] * 50, MINILM, 256) == 256                # capped
+    assert auto_max_length([], MINILM, 256) == 16
+
+
+def test_epoch_cap_grows_for_small_or_many_class_data():
+    assert epoch_cap(264, 2, MINILM) == 4         # 8.4k sentences, 2 classes: 1,000 steps planned
+    assert epoch_cap(928, 3, MINILM) == 3         # large data: the minimum
+    assert epoch_cap(313, 77, MINILM) == 10       # 10k rows, 77 intents: 3,000 steps planned
+    assert epoch_cap(8, 10, MINILM) == 20         # 260 examples: the maximum
+    assert epoch_cap(57, 10, MINILM) > epoch_cap(130, 10, MINILM)
+
+
+def test_label_units_counts_entity_types_for_ner():
+    tags = LabelMap(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC"])
+    assert label_units(tags, NER) == 3
+    assert label_units(LabelMap(["a", "b", "c"]), "classification") == 3
+
+
+def test_resolve_fills_only_what_the_user_left_out(tiny_checkpoint, clf_data):
+    labels = LabelMap.from_examples(clf_data.train, clf_data.task)
+    cfg = TrainConfig(model=tiny_checkpoint, learning_rate=3e-3).validate()
+    recipe = resolve_recipe(cfg, clf_data, labels)
+    s = recipe.settings
+    assert s["learning_rate"].value == 3e-3 and s["learning_rate"].source == USER
+    assert s["batch_size"].value == SMALL.batch_size and "recipe" in s["batch_size"].source
+    assert s["weight_decay"].value == SMALL.weight_decay
+    assert recipe.auto_epochs and recipe.config.epochs == s["epochs"].value >= SMALL.min_epochs
+    assert recipe.config.warmup_ratio <= 1.0 / recipe.config.epochs + 1e-9      # warmup at most one epoch
+    assert 16 <= recipe.config.max_length < 64 and "p99" in s["max_length"].source   # keyword sentences are short
+    line = recipe.describe()
+    assert "lr 0.003 (set)" in line and "epochs auto (at most" in line
+    assert recipe.as_dict()["learning_rate"] == {"value": 3e-3, "source": USER}
+    explicit = resolve_recipe(dataclasses.replace(cfg, epochs=2, max_length=40, warmup_ratio=0.2), clf_data, labels)
+    assert not explicit.auto_epochs and explicit.config.epochs == 2 and explicit.config.max_length == 40
+    assert explicit.settings["warmup_ratio"] == type(explicit.settings["warmup_ratio"])(0.2, USER)
+
+
+def test_steps_per_epoch_follow_the_resolved_batch_and_length(tiny_checkpoint):
+    data = TaskData("kw", "classification", train=keyword_examples(100, seed=5), validation=keyword_examples(8, 6))
+    labels = LabelMap.from_examples(data.train, data.task)
+    recipe = resolve_recipe(TrainConfig(model=tiny_checkpoint, batch_size=10, bucket=False).validate(), data, labels)
+    assert recipe.steps_per_epoch == 10
+
+
+def test_auto_is_accepted_from_flags_and_config_files():
+    args = build_parser().parse_args(["train", "--epochs", "auto", "--learning-rate", "2e-4", "--max-length", "AUTO"])
+    values = values_from(args, TrainConfig)
+    cfg = make_config(TrainConfig, values)
+    assert cfg.epochs is None and cfg.max_length is None and cfg.learning_rate == 2e-4
+    assert make_config(TrainConfig, {"epochs": "auto", "batch_size": 16}).epochs is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--epochs", "many"])
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        make_config(TrainConfig, {"epochs": 0})
+    assert "(default: auto)" in build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+
+
+def test_stop_when_stalled_ignores_epochs_that_scored_nothing():
+    stopper = StopWhenStalled("val_entity_f1", patience=2)
+    stopper.set_model(tf_keras.Sequential())
+    stopper.on_train_begin()
+    for epoch, score in enumerate([0.0, 0.0, 0.0, 0.3, 0.5, 0.4]):
+        stopper.on_epoch_end(epoch, {"val_entity_f1": score})
+        assert not stopper.model.stop_training
+    stopper.on_epoch_end(6, {"val_entity_f1": 0.5})      # second epoch without a new best
+    assert stopper.model.stop_training and stopper.stopped_early
+
+
+def test_epoch_summary_says_what_was_kept_and_why():
+    stalled = epoch_summary({"val_accuracy": [0.7, 0.8, 0.79, 0.8]}, "val_accuracy", cap=10, patience=2)
+    assert stalled["kept"] == 2 and stalled["run"] == 4 and stalled["best"] == 0.8
+    assert "no validation accuracy improvement for 2 epochs" == stalled["stopped"]
+    assert "cap" in epoch_summary({"val_accuracy": [0.7, 0.8]}, "val_accuracy", cap=2, patience=2)["stopped"]
+
+
+def test_tuner_range_and_objective_follow_the_recipe():
+    base = TrainConfig()
+    tune = with_task_defaults(TuneConfig().validate(), base, NER)
+    assert tune.learning_rate_min == pytest.approx(5e-5) and tune.learning_rate_max == pytest.approx(4e-4)
+    assert tune.objective == "val_entity_f1"
+    given = with_task_defaults(TuneConfig(learning_rate_max=2e-5, objective="val_loss").validate(), base,
+                               "classification")
+    assert given.learning_rate_min <= given.learning_rate_max == 2e-5 and given.objective == "val_loss"
+
+
+def test_short_number():
+    assert [short_number(v) for v in (1e-4, 2e-4, 5e-5, 0.01, 3.5e-5)] == ["1e-4", "2e-4", "5e-5", "0.01", "3.5e-5"]

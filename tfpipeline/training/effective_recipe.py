@@ -1,0 +1,144 @@
+"""The values a run actually uses, and where each came from: the user, the checkpoint's recipe or the data.
+
+Every recipe option a user leaves out (``None`` / ``auto`` in ``TrainConfig``)
+is filled here, before any model is built:
+
+- learning rate, batch size, warmup, weight decay: the checkpoint's recipe
+  (``models.checkpoint_recipes``); the learning rate per task.
+- max length: the ``length_percentile`` of the training texts' token lengths
+  (special tokens included), rounded up to a multiple of 8, never above the
+  recipe's cap or the checkpoint's position table. Short-text data stops
+  paying for a fixed 128; long texts keep up to the cap.
+- epochs ``auto``: the run trains until the task's validation score has not
+  improved for ``early_stopping_patience`` epochs, under a cap that plans a
+  number of optimizer steps growing with the number of classes (entity types
+  for NER) -- ``updates_per_label`` each, within ``[min_updates,
+  max_updates]`` -- so small or many-class data gets more passes and large
+  data fewer. The learning rate decays linearly to 0 over that cap, so a run
+  that stops early stopped at a plateau of a still-sensible rate; warmup is
+  then at most one epoch, so it does not stretch with the cap.
+
+An explicit value always wins and is labelled ``set``. ``describe()`` is the
+header line a run prints; ``as_dict()`` goes into the run's report.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Sequence
+
+import numpy as np
+
+from tfpipeline.config import NER, TrainConfig
+from tfpipeline.data.examples import TaskData
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.pipeline import batches_per_epoch, sequence_lengths
+from tfpipeline.data.tokenization import TextEncoder
+from tfpipeline.models.checkpoint import resolve_checkpoint
+from tfpipeline.models.checkpoint_recipes import Recipe, position_limit, recipe_for
+
+USER = "set"
+LENGTH_MULTIPLE = 8
+MIN_AUTO_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    source: str
+
+
+@dataclass
+class EffectiveRecipe:
+    """A ``TrainConfig`` with every ``auto`` field filled, plus the source of each recipe value."""
+
+    config: TrainConfig
+    settings: Dict[str, Setting]
+    auto_epochs: bool
+    steps_per_epoch: int
+    recipe: Recipe
+
+    def describe(self) -> str:
+        s = self.settings
+        epochs = s["epochs"]
+        epochs_text = (f"epochs auto (at most {epochs.value}: {epochs.source}; patience "
+                       f"{self.config.early_stopping_patience})" if self.auto_epochs
+                       else f"epochs {epochs.value} ({epochs.source})")
+        return (f"lr {short_number(s['learning_rate'].value)} ({s['learning_rate'].source}), "
+                f"batch {s['batch_size'].value} "
+                f"({s['batch_size'].source}), max length {s['max_length'].value} ({s['max_length'].source}), "
+                f"{epochs_text}, warmup {s['warmup_ratio'].value:.3g} ({s['warmup_ratio'].source}), "
+                f"weight decay {s['weight_decay'].value:g} ({s['weight_decay'].source})")
+
+    def as_dict(self) -> Dict[str, Dict[str, Any]]:
+        return {name: {"value": setting.value, "source": setting.source} for name, setting in self.settings.items()}
+
+
+def short_number(value: float) -> str:
+    """1e-4 rather than 0.0001: how learning rates are written in papers and configs."""
+    return np.format_float_scientific(value, trim="-", exp_digits=1) if 0 < abs(value) < 1e-3 else f"{value:g}"
+
+
+def label_units(labels: LabelMap, task: str) -> int:
+    """Classes, or entity types for NER (B-/I- tags of one type count once; O does not count)."""
+    if task != NER:
+        return len(labels)
+    return max(len({name.split("-", 1)[-1] for name in labels.names if name != "O"}), 1)
+
+
+def auto_max_length(lengths: Sequence[int], recipe: Recipe, limit: int) -> int:
+    """The recipe's percentile of ``lengths``, rounded up to a multiple of 8, within [16, limit]."""
+    if not lengths:
+        return min(limit, MIN_AUTO_LENGTH)
+    wanted = float(np.percentile(np.asarray(lengths), recipe.length_percentile))
+    rounded = int(math.ceil(wanted / LENGTH_MULTIPLE) * LENGTH_MULTIPLE)
+    return max(MIN_AUTO_LENGTH, min(rounded, limit))
+
+
+def epoch_cap(steps_per_epoch: int, units: int, recipe: Recipe) -> int:
+    """Most epochs an ``auto`` run may take: the planned optimizer steps over the steps per epoch."""
+    planned = min(max(recipe.updates_per_label * units, recipe.min_updates), recipe.max_updates)
+    return min(max(math.ceil(planned / max(steps_per_epoch, 1)), recipe.min_epochs), recipe.max_epochs)
+
+
+def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replicas: int = 1,
+                   static_shapes: bool = False) -> EffectiveRecipe:
+    """Fill ``cfg``'s ``auto`` fields for training on ``data`` (see the module docstring)."""
+    recipe = recipe_for(cfg.model)
+    checkpoint = resolve_checkpoint(cfg.model)
+    source = f"{recipe.name} recipe"
+    settings: Dict[str, Setting] = {}
+
+    def pick(name: str, default: Any, why: str = source) -> Any:
+        given = getattr(cfg, name)
+        settings[name] = Setting(given, USER) if given is not None else Setting(default, why)
+        return settings[name].value
+
+    pick("learning_rate", recipe.learning_rate(data.task), f"{source}, {data.task}")
+    batch_size = pick("batch_size", recipe.batch_size)
+    pick("weight_decay", recipe.weight_decay)
+
+    limit = min(recipe.max_length_cap, position_limit(checkpoint))
+    if cfg.max_length is None:
+        lengths = sequence_lengths(data.train, TextEncoder.from_directory(checkpoint, max_length=limit), data.task)
+        pick("max_length", auto_max_length(lengths, recipe, limit),
+             f"p{recipe.length_percentile:g} of {len(lengths):,} training lengths, cap {limit}")
+    else:
+        pick("max_length", None)
+    max_length = settings["max_length"].value
+
+    encoder = TextEncoder.from_directory(checkpoint, max_length=max_length)
+    steps = batches_per_epoch(data.train, encoder, data.task, batch_size * replicas,
+                              static_shapes=static_shapes, bucket=cfg.bucket)
+    auto_epochs = cfg.epochs is None
+    units = label_units(labels, data.task)
+    cap = epoch_cap(steps, units, recipe)
+    kind = "entity types" if data.task == NER else "classes"
+    pick("epochs", cap, f"cap for {steps} steps/epoch and {units} {kind}")
+    warmup_why = f"{source}, at most one epoch" if auto_epochs else source
+    pick("warmup_ratio", min(recipe.warmup_ratio, 1.0 / cap) if auto_epochs else recipe.warmup_ratio, warmup_why)
+
+    filled = dataclasses.replace(cfg, **{name: s.value for name, s in settings.items()})
+    return EffectiveRecipe(filled.validate(), settings, auto_epochs, steps, recipe)
+
