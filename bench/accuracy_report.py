@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
 import tempfile
@@ -187,9 +188,10 @@ def defaults_table(rows: list) -> list:
         ratio = f"{minutes / tuned_min:.2f}x" + ("*" if r["dataset"] in LOADED_TUNED_RUNS else "") if tuned_min \
             else "-"
         mark = "" if floor is None else (" ✓" if r["score"] >= floor else " ✗")
+        rate = f"{rec['learning_rate']:.0e}".replace("e-0", "e-")
         lines.append(f"| `{r['dataset']}` | {r['metric']} | **{r['score']:.1f}**{mark} | {tuned if tuned else '-'} | "
-                     f"{floor if floor else '-'} | {rec['learning_rate']:g}, {rec['max_length']}, "
-                     f"{e['kept']} / {e['run']} / {e['cap']} | {minutes:.1f} | {ratio} |")
+                     f"{floor if floor else '-'} | {rate}, {rec['max_length']}, {e['kept']} / {e['run']} / "
+                     f"{e['cap']} | {minutes:.1f} | {ratio} |")
     return lines
 
 
@@ -206,12 +208,32 @@ def write_readme_table(readme: str, lines: list, header: str) -> None:
         f.write(head + block + tail)
 
 
+def write_defaults_outputs(args, table: list, machine: dict, day: str) -> None:
+    """The no-recipe-flags table as OUT_defaults_table.md and, with --readme, in the README."""
+    commands = sorted({r["command"].strip() for r in table if r.get("command")})
+    header = (f"Measured {day} by `{'`; `'.join(commands)}` ({machine.get('cpus')} CPU cores; 1-minute load "
+              f"average {float(machine.get('loadavg_1_5_15', [0])[0]):.1f} at the start).")
+    lines = defaults_table(table)
+    with open(os.path.splitext(args.out)[0] + "_defaults_table.md", "w", encoding="utf-8") as f:
+        f.write("\n".join([header, ""] + lines) + "\n")
+    if args.readme:
+        write_readme_table(args.readme, lines, header)
+
+
+def render_only(args, json_path: str) -> int:
+    """--render-only: rewrite the tables from OUT's JSON (no training)."""
+    with open(json_path, encoding="utf-8") as f:
+        saved = json.load(f)
+    day = datetime.date.fromtimestamp(os.path.getmtime(json_path)).isoformat()
+    write_defaults_outputs(args, saved["rows"], saved["machine"], day)
+    print("\n".join(defaults_table(saved["rows"])))
+    return 0
+
+
 def previous_rows(path: str, rerun: set) -> list:
     """Rows of an earlier run's JSON for datasets this run does not redo (``--merge``)."""
     if not os.path.isfile(path):
         return []
-    import json
-
     with open(path, encoding="utf-8") as f:
         return [dict(r, merged=True) for r in json.load(f).get("rows", []) if r.get("dataset") not in rerun]
 
@@ -234,7 +256,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/results/accuracy.md")
     p.add_argument("--merge", action="store_true",
                    help="keep the other datasets' rows from OUT's JSON (re-run a few datasets, one table)")
+    p.add_argument("--render-only", action="store_true",
+                   help="with --recipe defaults: rewrite the table (and --readme) from OUT's JSON, no training")
     args = p.parse_args(argv)
+    if args.render_only:
+        return render_only(args, os.path.splitext(args.out)[0] + ".json")
 
     from tfpipeline.data.catalog import is_available, list_datasets
 
@@ -266,13 +292,7 @@ def main(argv=None) -> int:
             benchlib.write_json(json_path, {"benchmark": "accuracy_report", "config": vars(args),
                                             "machine": machine, "rows": table})
             if args.recipe == "defaults":
-                header = (f"Measured {datetime.date.today().isoformat()} by `python bench/accuracy_report.py "
-                          f"{' '.join(sys.argv[1:])}` ({machine.get('cpus')} CPU cores, load average "
-                          f"{machine.get('loadavg_1_5_15')} at the start).")
-                with open(os.path.splitext(args.out)[0] + "_defaults_table.md", "w", encoding="utf-8") as f:
-                    f.write("\n".join([header, ""] + defaults_table(table)) + "\n")
-                if args.readme:
-                    write_readme_table(args.readme, defaults_table(table), header)
+                write_defaults_outputs(args, table, machine, datetime.date.today().isoformat())
     print(open(args.out, encoding="utf-8").read())
     if any("estimated_full_minutes" in r for r in rows):
         total = sum(r.get("estimated_full_minutes", 0) for r in rows)

@@ -109,7 +109,7 @@ def classification():
     y_pred = ["positive", "positive", LONG, TAGGY, "negative", LONG, "negative", LONG]
     report = classification_report(y_true, y_pred, LABELS)
     report.update(dataset="my <data>", split="test", train_seconds=12.345, skipped_rows=3,
-                  epochs={"kept": 2, "ran": 3})
+                  epochs={"kept": 2, "run": 3, "cap": 5, "stopped": "no validation accuracy improvement for 1 epoch"})
     return report
 
 
@@ -122,6 +122,7 @@ def test_classification_page(tmp_path, classification):
     scores = dict(map(tuple, table_with(page, "metric")[1:]))
     assert scores["accuracy"] == "0.6250" and scores["examples"] == "8"
     assert scores["train seconds"] == "12.3" and scores["skipped rows"] == "3"
+    assert scores["kept epoch"] == "2 of 3 (stopped: no validation accuracy improvement for 1 epoch)"
     assert {"macro-F1", "weighted-F1"} <= set(scores)
     per_class = table_with(page, "label")
     assert per_class[0] == ["label", "precision", "recall", "F1", "support"]

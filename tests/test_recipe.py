@@ -37,6 +37,7 @@ def test_recipe_by_alias_and_by_encoder_width(tmp_path, tiny_checkpoint):
     assert recipe_for(_checkpoint_with_width(tmp_path, tiny_checkpoint, 1024)) is LARGE
     assert MINILM.learning_rate("classification") == 1e-4 and MINILM.learning_rate(NER) == 2e-4
     assert BASE.learning_rate("classification") < SMALL.learning_rate("classification")
+    assert MINILM.learning_rate(NER, peft="lora") == MINILM.peft_learning_rate > MINILM.learning_rate(NER)
 
 
 def test_auto_max_length_percentile_rounding_and_bounds():

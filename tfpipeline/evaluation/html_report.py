@@ -197,6 +197,9 @@ def headline(report: Mapping) -> List[Tuple[str, str]]:
                 ("sentences", str(report["sentences"]))]
     if report.get("train_seconds") is not None:
         rows.append(("train seconds", f"{float(report['train_seconds']):.1f}"))
+    epochs = report.get("epochs")
+    if isinstance(epochs, Mapping) and epochs.get("run"):
+        rows.append(("kept epoch", f"{epochs.get('kept')} of {epochs['run']} (stopped: {epochs.get('stopped')})"))
     for key in ("trainable_params", "skipped_rows"):
         if report.get(key) is not None:
             rows.append((key.replace("_", " "), str(report[key])))

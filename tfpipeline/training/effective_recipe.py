@@ -4,7 +4,8 @@ Every recipe option a user leaves out (``None`` / ``auto`` in ``TrainConfig``)
 is filled here, before any model is built:
 
 - learning rate, batch size, warmup, weight decay: the checkpoint's recipe
-  (``models.checkpoint_recipes``); the learning rate per task.
+  (``models.checkpoint_recipes``); the learning rate per task, or the PEFT
+  rate with LoRA / adapters.
 - max length: the ``length_percentile`` of the training texts' token lengths
   (special tokens included), rounded up to a multiple of 8, never above the
   recipe's cap or the checkpoint's position table. Short-text data stops
@@ -115,7 +116,7 @@ def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replic
         settings[name] = Setting(given, USER) if given is not None else Setting(default, why)
         return settings[name].value
 
-    pick("learning_rate", recipe.learning_rate(data.task), f"{source}, {data.task}")
+    pick("learning_rate", recipe.learning_rate(data.task, cfg.peft), f"{source}, {cfg.peft or data.task}")
     batch_size = pick("batch_size", recipe.batch_size)
     pick("weight_decay", recipe.weight_decay)
 

@@ -96,7 +96,7 @@ def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: in
     run = len(scores)
     kept = int(max(range(run), key=lambda i: (scores[i], -i))) + 1 if run else 0
     if run < cap:
-        stopped = f"no {METRIC_NAMES.get(monitor, monitor)} improvement for {patience} epochs"
+        stopped = f"no {METRIC_NAMES.get(monitor, monitor)} improvement for {patience} epoch{'s' * (patience != 1)}"
     else:
         stopped = f"reached the {cap}-epoch {'cap' if patience else 'count'}"
     return {"kept": kept, "run": run, "cap": cap, "monitor": monitor,
