@@ -20,7 +20,7 @@ from tfpipeline.data.pipeline import batches_per_epoch, make_dataset
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.errors import ConfigError, DataError
 from tfpipeline.models.losses import MaskedAccuracy, MaskedSparseCategoricalCrossentropy
-from tfpipeline.models.optimization import WarmupLinearDecay, create_optimizer
+from tfpipeline.models.optimization import WarmupLinearDecay, WarmupThenAnneal, create_optimizer, schedule_of
 from tfpipeline.models.task_model import build_task_model
 from tfpipeline.training.trainer import REPORT_FILE, train
 
@@ -180,6 +180,23 @@ def test_learning_rate_schedule_ends_at_the_last_step(tmp_path, tiny_checkpoint)
     schedule = WarmupLinearDecay.from_config(result.bundle.model.optimizer.get_config()["learning_rate"]["config"])
     assert steps.per_epoch == [4, 8] and steps.final == schedule.total_steps == 2 * 4
     assert float(schedule(schedule.total_steps - 1)) > 0 and float(schedule(schedule.total_steps)) == 0
+
+
+def test_auto_epochs_end_with_an_annealed_epoch(tmp_path, tiny_checkpoint, clf_data):
+    """epochs auto: peak rate while validation improves, then one epoch from the best weights down to 0."""
+    steps = OptimizerSteps()
+    result = train(data=clf_data, model=tiny_checkpoint, output_dir=str(tmp_path / "auto"),
+                   callbacks=[steps, BreakAfter(3)], **{**TINY_TRAIN, "epochs": None, "early_stopping_patience": 2})
+    epochs, val = result.report["epochs"], result.history["val_accuracy"]
+    per_epoch = steps.per_epoch[0]
+    assert epochs["annealed"] == epochs["run"] == len(val) < epochs["cap"]      # stopped early, on an anneal
+    assert "annealed the learning rate to 0" in epochs["stopped"]
+    assert epochs["kept"] == int(np.argmax(val)) + 1 and result.report["accuracy"] == pytest.approx(max(val))
+    schedule = schedule_of(result.bundle.model.optimizer)
+    assert isinstance(schedule, WarmupThenAnneal) and schedule.anneal_steps == per_epoch
+    assert float(schedule.anneal_start) == steps.final - per_epoch                  # the last epoch annealed ...
+    assert float(schedule(steps.final - per_epoch - 1)) == pytest.approx(1e-2)    # ... from the peak ...
+    assert float(schedule(steps.final - 1)) <= 1e-2 / per_epoch + 1e-9               # ... to about 0
 
 
 # --------------------------------------------------------------------------- best epoch, early stopping

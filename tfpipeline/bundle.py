@@ -126,16 +126,20 @@ class ModelBundle:
     # ------------------------------------------------------------------ training defaults
     def compile(self, *, learning_rate: float, total_steps: int, warmup_ratio: float = 0.1,
                 weight_decay: float = 0.01, clip_norm: Optional[float] = 1.0,
-                steps_per_execution: int = 1) -> "ModelBundle":
+                steps_per_execution: int = 1, anneal_steps: Optional[int] = None) -> "ModelBundle":
         """Compile with the task's loss/metric and AdamW on a warmup + linear decay schedule.
 
         ``total_steps`` must be the number of optimizer steps the run will take
         (``data.pipeline.batches_per_epoch`` x epochs), so the learning rate
-        reaches 0 exactly at the end. Call inside ``strategy.scope()``.
+        reaches 0 exactly at the end. With ``anneal_steps`` (``epochs: auto``)
+        the rate stays at its peak after warmup until a callback starts a decay
+        over that many steps (``models.optimization.WarmupThenAnneal``); the
+        warmup is still ``warmup_ratio`` of ``total_steps``. Call inside
+        ``strategy.scope()``.
         """
         loss, metrics = loss_and_metrics(self.task)
         optimizer = create_optimizer(learning_rate, total_steps, warmup_ratio=warmup_ratio,
-                                     weight_decay=weight_decay, clip_norm=clip_norm)
+                                     weight_decay=weight_decay, clip_norm=clip_norm, anneal_steps=anneal_steps)
         self.model.compile(optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=steps_per_execution)
         return self
 

@@ -10,14 +10,15 @@ is filled here, before any model is built:
   (special tokens included), rounded up to a multiple of 8, never above the
   recipe's cap or the checkpoint's position table. Short-text data stops
   paying for a fixed 128; long texts keep up to the cap.
-- epochs ``auto``: the run trains until the task's validation score has not
-  improved for ``early_stopping_patience`` epochs, under a cap that plans a
-  number of optimizer steps growing with the number of classes (entity types
-  for NER) -- ``updates_per_label`` each, within ``[min_updates,
-  max_updates]`` -- so small or many-class data gets more passes and large
-  data fewer. The learning rate decays linearly to 0 over that cap, so a run
-  that stops early stopped at a plateau of a still-sensible rate; warmup is
-  then at most one epoch, so it does not stretch with the cap.
+- epochs ``auto``: the run trains at the peak learning rate (after warmup)
+  while the task's validation score improves; once it stalls, one last epoch
+  starts from the best weights and anneals the rate to 0
+  (``training.callbacks.AnnealOnPlateau``), so every run ends annealed and
+  stops at most ``early_stopping_patience`` epochs after its best. A cap
+  bounds the run: ``updates_per_label`` optimizer steps per class (entity
+  type for NER), within ``[min_updates, max_updates]``, so small or
+  many-class data may take more passes and large data fewer. Warmup is a
+  share of the cap, at most one epoch.
 
 An explicit value always wins and is labelled ``set``. ``describe()`` is the
 header line a run prints; ``as_dict()`` goes into the run's report.
@@ -63,8 +64,8 @@ class EffectiveRecipe:
     def describe(self) -> str:
         s = self.settings
         epochs = s["epochs"]
-        epochs_text = (f"epochs auto (at most {epochs.value}: {epochs.source}; patience "
-                       f"{self.config.early_stopping_patience})" if self.auto_epochs
+        epochs_text = (f"epochs auto (at most {epochs.value}: {epochs.source}; "
+                       f"{anneal_rule(self.config.early_stopping_patience)})" if self.auto_epochs
                        else f"epochs {epochs.value} ({epochs.source})")
         return (f"lr {short_number(s['learning_rate'].value)} ({s['learning_rate'].source}), "
                 f"batch {s['batch_size'].value} "
@@ -74,6 +75,14 @@ class EffectiveRecipe:
 
     def as_dict(self) -> Dict[str, Dict[str, Any]]:
         return {name: {"value": setting.value, "source": setting.source} for name, setting in self.settings.items()}
+
+
+def anneal_rule(patience: int) -> str:
+    """How ``AnnealOnPlateau`` reads ``early_stopping_patience``, in words."""
+    if patience <= 0:
+        return "anneal in the cap's last epoch"
+    stall = max(patience - 1, 1)
+    return f"anneal after {stall} epoch{'s' * (stall != 1)} without improvement"
 
 
 def short_number(value: float) -> str:

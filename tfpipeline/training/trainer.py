@@ -35,7 +35,7 @@ from tfpipeline.models.peft import apply_peft, merge_lora, peft_metadata, save_p
 from tfpipeline.models.task_model import build_task_model
 from tfpipeline.staging import staged_output
 from tfpipeline.training.callbacks import (BEST_WEIGHTS, ENTITY_F1, METRIC_NAMES, SELECTION_METRIC,
-                                           ValidationEntityF1, default_callbacks)
+                                           AnnealOnPlateau, ValidationEntityF1, default_callbacks)
 from tfpipeline.training.effective_recipe import EffectiveRecipe, resolve_recipe
 from tfpipeline.training.strategy import get_strategy, is_tpu
 
@@ -90,17 +90,27 @@ class FitResult:
     epochs: Dict[str, Any]
 
 
-def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: int) -> Dict[str, Any]:
-    """Which epoch was kept (1-based, best ``monitor``), how many ran, and why training stopped."""
+def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: int, *, auto: bool = False,
+                  annealed: Optional[int] = None, restored_from: Optional[int] = None) -> Dict[str, Any]:
+    """Which epoch was kept (1-based, best ``monitor``), how many ran, and why training stopped.
+
+    ``annealed`` / ``restored_from`` (0-based) come from ``AnnealOnPlateau`` in an ``epochs: auto`` run.
+    """
     scores = history.get(monitor) or []
     run = len(scores)
     kept = int(max(range(run), key=lambda i: (scores[i], -i))) + 1 if run else 0
-    if run < cap:
-        stopped = f"no {METRIC_NAMES.get(monitor, monitor)} improvement for {patience} epoch{'s' * (patience != 1)}"
+    metric = METRIC_NAMES.get(monitor, monitor)
+    if auto and annealed is not None and annealed < run:
+        start = f"from epoch {restored_from + 1}'s weights" if restored_from is not None else "on"
+        why = f"the {cap}-epoch cap" if run >= cap else f"no {metric} improvement"
+        stopped = f"{why}; epoch {annealed + 1} annealed the learning rate to 0 {start}"
+    elif run < cap:
+        stopped = f"no {metric} improvement for {patience} epoch{'s' * (patience != 1)}"
     else:
-        stopped = f"reached the {cap}-epoch {'cap' if patience else 'count'}"
+        stopped = f"reached the {cap}-epoch cap" if auto else f"ran every epoch (epochs {cap})"
     return {"kept": kept, "run": run, "cap": cap, "monitor": monitor,
-            "best": float(scores[kept - 1]) if run else None, "stopped": stopped}
+            "best": float(scores[kept - 1]) if run else None, "stopped": stopped,
+            "annealed": annealed + 1 if annealed is not None and annealed < run else None}
 
 
 def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
@@ -141,7 +151,8 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
                 apply_peft(bundle.model, cfg.peft_options())
             bundle.compile(learning_rate=cfg.learning_rate, total_steps=cfg.epochs * steps,
                            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm,
-                           steps_per_execution=cfg.steps_per_execution)
+                           steps_per_execution=cfg.steps_per_execution,
+                           anneal_steps=steps if recipe.auto_epochs else None)
         params = bundle.params()
         say(f"[tfpipeline] {data.name}: {task}, {len(labels)} labels, train {len(data.train)} / "
             f"validation {len(data.validation)} / test {len(data.test)}; model {cfg.model} "
@@ -150,17 +161,21 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
         say(f"[tfpipeline] recipe: {recipe.describe()}")
         scorer = [ValidationEntityF1(bundle.predictor(batch_size=max(global_batch, 64)), data.validation)] \
             if monitor == ENTITY_F1 else []
+        annealer = AnnealOnPlateau(monitor, cfg.early_stopping_patience, cfg.epochs) if recipe.auto_epochs else None
         started = time.perf_counter()
         history = bundle.model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
                                    callbacks=default_callbacks(run_dir, monitor=monitor, first=scorer,
-                                                               patience=cfg.early_stopping_patience)
+                                                               patience=cfg.early_stopping_patience,
+                                                               stopper=annealer)
                                    + list(callbacks), verbose=fit_verbosity(cfg.verbose))
         train_seconds = time.perf_counter() - started
         bundle.model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
         shutil.rmtree(os.path.join(run_dir, os.path.dirname(BEST_WEIGHTS)), ignore_errors=True)
     finally:
         tf_keras.mixed_precision.set_global_policy(previous_policy)
-    epochs = epoch_summary(history.history, monitor, cfg.epochs, cfg.early_stopping_patience)
+    epochs = epoch_summary(history.history, monitor, cfg.epochs, cfg.early_stopping_patience,
+                           auto=recipe.auto_epochs, annealed=annealer.annealed if annealer else None,
+                           restored_from=annealer.restored_from if annealer else None)
     if epochs["run"]:
         say(f"[tfpipeline] kept epoch {epochs['kept']} of {epochs['run']} ({METRIC_NAMES.get(monitor, monitor)} "
             f"{epochs['best']:.4f}); stopped: {epochs['stopped']}")
