@@ -16,7 +16,8 @@ from tfpipeline.data.examples import TaskData
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.errors import ConfigError
 from tfpipeline.models.checkpoint_recipes import BASE, LARGE, MINILM, SMALL, recipe_for
-from tfpipeline.models.optimization import WarmupThenAnneal, create_optimizer, schedule_of
+from tfpipeline.models.optimization import (AnnealableWarmupLinearDecay, WarmupLinearDecay, create_optimizer,
+                                            schedule_of)
 from tfpipeline.training.callbacks import AnnealOnPlateau, StopWhenStalled
 from tfpipeline.training.effective_recipe import (USER, auto_max_length, epoch_cap, label_units, resolve_recipe,
                                                   short_number)
@@ -120,27 +121,28 @@ def test_epoch_summary_says_what_was_kept_and_why():
     assert "cap" in epoch_summary({"val_accuracy": [0.7, 0.8]}, "val_accuracy", cap=2, patience=2, auto=True)["stopped"]
     assert epoch_summary({"val_accuracy": [0.7, 0.8]}, "val_accuracy", cap=2, patience=2)["stopped"] == \
         "ran every epoch (epochs 2)"      # --epochs 2: no cap involved
-    annealed = epoch_summary({"val_accuracy": [0.7, 0.8, 0.75, 0.82]}, "val_accuracy", cap=10, patience=2,
-                             auto=True, annealed=3, restored_from=1)
-    assert annealed["kept"] == 4 and annealed["annealed"] == 4
-    assert annealed["stopped"] == ("no validation accuracy improvement; epoch 4 annealed the learning rate to 0 "
-                                   "from epoch 2's weights")
+    annealed = epoch_summary({"val_accuracy": [0.7, 0.8, 0.75, 0.79, 0.82]}, "val_accuracy", cap=10, patience=2,
+                             auto=True, annealed=4, restored_from=1)
+    assert annealed["kept"] == 5 and annealed["annealed"] == 5
+    assert annealed["stopped"] == ("no validation accuracy improvement for 2 epochs; epoch 5 annealed the learning "
+                                   "rate to 0 from epoch 2's weights")
 
 
-def test_warmup_then_anneal_is_constant_until_the_anneal_starts():
-    schedule = WarmupThenAnneal(peak=1.0, warmup_steps=10, anneal_steps=20)
-    rates = np.array([float(schedule(s)) for s in range(0, 60)])
-    assert rates[0] == pytest.approx(0.1) and np.all(np.diff(rates[:10]) > 0)
-    assert np.allclose(rates[9:], 1.0) and not schedule.annealing
-    schedule.start_anneal(50)
-    assert schedule.annealing and float(schedule(49)) == pytest.approx(1.0)
-    assert float(schedule(50)) == pytest.approx(1.0) and float(schedule(60)) == pytest.approx(0.5)
-    assert float(schedule(69)) == pytest.approx(0.05) and float(schedule(70)) == 0.0 and float(schedule(500)) == 0.0
-    again = WarmupThenAnneal.from_config(schedule.get_config())
-    assert float(again(60)) == pytest.approx(1.0)          # the config holds the shape, not the run's state
+def test_annealable_schedule_follows_the_plan_until_cut_short():
+    schedule = AnnealableWarmupLinearDecay(peak=1.0, total_steps=110, warmup_steps=10, anneal_steps=20)
+    plain = WarmupLinearDecay(peak=1.0, total_steps=110, warmup_steps=10)
+    assert all(float(schedule(s)) == pytest.approx(float(plain(s))) for s in range(0, 120, 7))
+    assert not schedule.annealing
+    schedule.start_anneal(50)                                   # planned rate there: 0.6
+    assert schedule.annealing and float(schedule(49)) == pytest.approx(float(plain(49)))
+    assert float(schedule(50)) == pytest.approx(0.6) and float(schedule(60)) == pytest.approx(0.5 * float(plain(60)))
+    assert float(schedule(69)) == pytest.approx(0.05 * float(plain(69))) and float(schedule(70)) == 0.0
+    assert float(schedule(500)) == 0.0
+    again = AnnealableWarmupLinearDecay.from_config(schedule.get_config())
+    assert again.anneal_steps == 20 and float(again(60)) == pytest.approx(float(plain(60)))   # shape, not state
     optimizer = create_optimizer(1e-3, total_steps=100, warmup_ratio=0.1, anneal_steps=25)
-    assert isinstance(schedule_of(optimizer), WarmupThenAnneal) and schedule_of(optimizer).warmup_steps == 10
-    assert schedule_of(create_optimizer(1e-3, total_steps=100)).__class__.__name__ == "WarmupLinearDecay"
+    assert isinstance(schedule_of(optimizer), AnnealableWarmupLinearDecay) and schedule_of(optimizer).warmup_steps == 10
+    assert type(schedule_of(create_optimizer(1e-3, total_steps=100))) is WarmupLinearDecay
 
 
 def _annealer_on_tiny_model(patience, max_epochs):
@@ -162,28 +164,26 @@ def _epoch(model, annealer, epoch, score, weights_value):
 def test_anneal_on_plateau_restores_the_best_epoch_and_anneals_once():
     model, annealer = _annealer_on_tiny_model(patience=2, max_epochs=10)
     schedule = schedule_of(model.optimizer)
-    for epoch, score in enumerate([0.5, 0.7, 0.6]):     # best at epoch 1, one stalled epoch
+    for epoch, score in enumerate([0.5, 0.7, 0.6, 0.0, 0.65]):   # best at epoch 1; a 0 score is not a stall
         _epoch(model, annealer, epoch, score, weights_value=epoch)
-    assert annealer.annealed == 3 and not schedule.annealing and not model.stop_training
-    annealer.on_epoch_begin(3)
+        assert not model.stop_training
+    assert annealer.annealed == 5 and not schedule.annealing
+    annealer.on_epoch_begin(5)
     assert all(np.all(w == 1.0) for w in model.get_weights())      # epoch 1's weights are back
-    assert annealer.restored_from == 1 and schedule.annealing and float(schedule.anneal_start) == 30
-    annealer.on_epoch_end(3, {"val_accuracy": 0.72})
+    assert annealer.restored_from == 1 and schedule.annealing and float(schedule.anneal_start) == 50
+    annealer.on_epoch_end(5, {"val_accuracy": 0.72})
     assert model.stop_training and annealer.stopped_early
 
 
-def test_anneal_on_plateau_waits_out_zero_scores_and_anneals_the_caps_last_epoch():
-    model, annealer = _annealer_on_tiny_model(patience=2, max_epochs=5)
-    for epoch, score in enumerate([0.0, 0.0, 0.2, 0.4]):     # NER tagging all O, then learning up to the cap
+def test_anneal_on_plateau_leaves_runs_that_reach_the_cap_alone():
+    model, annealer = _annealer_on_tiny_model(patience=2, max_epochs=4)
+    for epoch, score in enumerate([0.5, 0.7, 0.6, 0.65]):     # the stall would end after the cap's last epoch
         _epoch(model, annealer, epoch, score, weights_value=epoch)
-    assert annealer.annealed == 4                              # the cap's last epoch
-    annealer.on_epoch_begin(4)
-    assert annealer.restored_from is None and all(np.all(w == 3.0) for w in model.get_weights())
-    assert schedule_of(model.optimizer).annealing
-    never = _annealer_on_tiny_model(patience=0, max_epochs=4)
-    for epoch, score in enumerate([0.5, 0.4]):
+    assert annealer.annealed is None and not schedule_of(model.optimizer).annealing
+    never = _annealer_on_tiny_model(patience=0, max_epochs=6)
+    for epoch, score in enumerate([0.5, 0.4, 0.4, 0.3]):
         _epoch(*never, epoch, score, weights_value=epoch)
-    assert never[1].annealed is None                           # patience 0: only the cap ends the run
+    assert never[1].annealed is None                           # patience 0: no early stop, no anneal
 
 
 def test_tuner_range_and_objective_follow_the_recipe():

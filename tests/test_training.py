@@ -16,11 +16,12 @@ import tf_keras
 from tfpipeline.data.examples import CLASSIFICATION, NER, TaskData, TextExample, TokenExample
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.data.labels import LabelMap
-from tfpipeline.data.pipeline import batches_per_epoch, make_dataset
+from tfpipeline.data.pipeline import batches_per_epoch, make_dataset, sequence_lengths
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.errors import ConfigError, DataError
 from tfpipeline.models.losses import MaskedAccuracy, MaskedSparseCategoricalCrossentropy
-from tfpipeline.models.optimization import WarmupLinearDecay, WarmupThenAnneal, create_optimizer, schedule_of
+from tfpipeline.models.optimization import (AnnealableWarmupLinearDecay, WarmupLinearDecay, create_optimizer,
+                                            schedule_of)
 from tfpipeline.models.task_model import build_task_model
 from tfpipeline.training.trainer import REPORT_FILE, train
 
@@ -156,6 +157,23 @@ def test_batches_per_epoch_counts_what_the_dataset_yields(tiny_checkpoint):
     assert sum(1 for _ in ds) == int(ds.cardinality()) == batches_per_epoch(sentences, encoder, NER, 16) == 5
 
 
+def test_lengths_at_a_longer_cap_count_the_same_batches(tiny_checkpoint):
+    """resolve_recipe tokenizes once at the recipe's cap and reuses those lengths at the chosen max length."""
+    long_encoder = TextEncoder.from_directory(tiny_checkpoint, max_length=128)
+    texts = varied_length_examples(20, 20) + [TextExample("word " * 60, "pos")] * 3
+    pairs = [TextExample(ex.text, ex.label, text_pair="more words " * n) for n, ex in enumerate(texts)]
+    words = ner_examples(30, seed=7) + [TokenExample(("word",) * 50, ("O",) * 50, origin="long")] * 3
+    for examples, task in [(texts, CLASSIFICATION), (pairs, CLASSIFICATION), (words, NER)]:
+        at_cap = sequence_lengths(examples, long_encoder, task)
+        for max_length in (16, 24, 32):
+            encoder = TextEncoder.from_directory(tiny_checkpoint, max_length=max_length)
+            assert [min(n, max_length) for n in at_cap] == sequence_lengths(examples, encoder, task)
+            assert batches_per_epoch(examples, encoder, task, 8, lengths=at_cap) == \
+                batches_per_epoch(examples, encoder, task, 8)
+    with pytest.raises(ValueError, match="2 lengths for 43 examples"):
+        batches_per_epoch(texts, long_encoder, CLASSIFICATION, 8, lengths=[3, 4])
+
+
 class OptimizerSteps(tf_keras.callbacks.Callback):
     """Records the optimizer's step counter after each epoch and at the end of training."""
 
@@ -183,7 +201,7 @@ def test_learning_rate_schedule_ends_at_the_last_step(tmp_path, tiny_checkpoint)
 
 
 def test_auto_epochs_end_with_an_annealed_epoch(tmp_path, tiny_checkpoint, clf_data):
-    """epochs auto: peak rate while validation improves, then one epoch from the best weights down to 0."""
+    """epochs auto: a run that stalls before its cap spends one last epoch annealing from the best weights."""
     steps = OptimizerSteps()
     result = train(data=clf_data, model=tiny_checkpoint, output_dir=str(tmp_path / "auto"),
                    callbacks=[steps, BreakAfter(3)], **{**TINY_TRAIN, "epochs": None, "early_stopping_patience": 2})
@@ -193,9 +211,12 @@ def test_auto_epochs_end_with_an_annealed_epoch(tmp_path, tiny_checkpoint, clf_d
     assert "annealed the learning rate to 0" in epochs["stopped"]
     assert epochs["kept"] == int(np.argmax(val)) + 1 and result.report["accuracy"] == pytest.approx(max(val))
     schedule = schedule_of(result.bundle.model.optimizer)
-    assert isinstance(schedule, WarmupThenAnneal) and schedule.anneal_steps == per_epoch
-    assert float(schedule.anneal_start) == steps.final - per_epoch                  # the last epoch annealed ...
-    assert float(schedule(steps.final - per_epoch - 1)) == pytest.approx(1e-2)    # ... from the peak ...
+    assert isinstance(schedule, AnnealableWarmupLinearDecay) and schedule.anneal_steps == per_epoch
+    assert schedule.total_steps == epochs["cap"] * per_epoch                      # the decay is planned over the cap
+    start = steps.final - per_epoch
+    assert float(schedule.anneal_start) == start                                # the last epoch annealed ...
+    assert float(schedule(start)) == pytest.approx(float(WarmupLinearDecay.from_config(
+        {k: v for k, v in schedule.get_config().items() if k != "anneal_steps"})(start)))   # ... from the plan ...
     assert float(schedule(steps.final - 1)) <= 1e-2 / per_epoch + 1e-9               # ... to about 0
 
 

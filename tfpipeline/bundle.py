@@ -132,9 +132,8 @@ class ModelBundle:
         ``total_steps`` must be the number of optimizer steps the run will take
         (``data.pipeline.batches_per_epoch`` x epochs), so the learning rate
         reaches 0 exactly at the end. With ``anneal_steps`` (``epochs: auto``)
-        the rate stays at its peak after warmup until a callback starts a decay
-        over that many steps (``models.optimization.WarmupThenAnneal``); the
-        warmup is still ``warmup_ratio`` of ``total_steps``. Call inside
+        a callback may cut the schedule short, to 0 over that many steps
+        (``models.optimization.AnnealableWarmupLinearDecay``). Call inside
         ``strategy.scope()``.
         """
         loss, metrics = loss_and_metrics(self.task)

@@ -1,6 +1,7 @@
 """Options of the commands that use a trained model: ``evaluate``, ``predict``, ``export``, ``serve``."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -77,9 +78,20 @@ class ServeConfig:
     intra_op_threads: int = opt(0, "threads one op may use (0 = all cores); 1 lowers batch-1 latency on "
                                 "small CPUs")
     inter_op_threads: int = opt(0, "ops run at the same time (0 = TF default)")
+    enable_batching: bool = opt(False, "merge concurrent requests to the same signature into one model call "
+                                "(TF Serving's --enable_batching; see docs/serving.md)")
+    batching_parameters_file: Optional[str] = opt(None, "TF Serving BatchingParameters text proto "
+                                                  "(max_batch_size, batch_timeout_micros, max_enqueued_batches, "
+                                                  "num_batch_threads, allowed_batch_sizes); needs --enable-batching; "
+                                                  "default: TF Serving's defaults")
 
     def validate(self) -> "ServeConfig":
         check_positive(self, "max_batch_size", "max_text_bytes", "keep_versions")
+        if self.batching_parameters_file and not self.enable_batching:
+            raise ConfigError("batching_parameters_file is given but batching is off: add --enable-batching "
+                              "(TF Serving would silently ignore the file)")
+        if self.batching_parameters_file and not os.path.isfile(self.batching_parameters_file):
+            raise ConfigError(f"{self.batching_parameters_file}: batching parameters file not found")
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
             raise ConfigError("thread counts must be >= 0 (0 = TensorFlow's default)")
         if self.poll_seconds < 0:

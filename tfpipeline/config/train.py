@@ -96,8 +96,8 @@ class OptimizerOptions:
     clip_norm: Optional[float] = opt(1.0, "global gradient-norm clipping (0 = off)")
     precision: str = opt("float32", "Keras mixed-precision policy", choices=PRECISIONS)
     early_stopping_patience: int = opt(2, "stop after N epochs without validation improvement (0 = never); with "
-                                             "epochs auto the last of them anneals the learning rate from the "
-                                             "best epoch's weights")
+                                             "epochs auto, one more epoch then anneals the learning rate to 0 "
+                                             "from the best epoch's weights")
     steps_per_execution: int = opt(1, "steps per tf.function call (raise on TPU)")
 
 

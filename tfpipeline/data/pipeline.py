@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -126,11 +126,13 @@ def _encoded_tokens(examples: Sequence[TokenExample], encoder: TextEncoder, labe
 def make_dataset(examples: Sequence, encoder: TextEncoder, labels: LabelMap, task: str, *,
                  batch_size: int = 32, training: bool = False, static_shapes: bool = False,
                  bucket: bool = True, seed: int = 13, cache: bool = True,
-                 shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+                 shuffle_buffer: int = 10_000, lengths: Optional[Sequence[int]] = None) -> tf.data.Dataset:
     """Build the batched ``(features, labels)`` dataset for ``task`` from in-memory examples.
 
     ``training`` shuffles (reshuffled every epoch, seeded). ``static_shapes``
     pads to ``encoder.max_length`` and drops the last partial batch (TPU/XLA).
+    ``lengths``: the examples' token lengths if already known (see
+    ``batches_per_epoch``), which saves a tokenization pass.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -160,7 +162,8 @@ def make_dataset(examples: Sequence, encoder: TextEncoder, labels: LabelMap, tas
     # A known length: Keras plans (and shows) whole epochs, and its first epoch over a dataset of unknown
     # length ends with one stray optimizer-step count (iterations + 1 with no batch), which would shift
     # the learning-rate schedule by a step.
-    batches = batches_per_epoch(examples, encoder, task, batch_size, static_shapes=static_shapes, bucket=bucket)
+    batches = batches_per_epoch(examples, encoder, task, batch_size, static_shapes=static_shapes, bucket=bucket,
+                                lengths=lengths)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return without_autotune(ds.prefetch(PREFETCH_BATCHES))
 
@@ -185,7 +188,8 @@ def sequence_lengths(examples: Sequence, encoder: TextEncoder, task: str) -> Lis
 
 
 def batches_per_epoch(examples: Sequence, encoder: TextEncoder, task: str, batch_size: int, *,
-                      static_shapes: bool = False, bucket: bool = True) -> int:
+                      static_shapes: bool = False, bucket: bool = True,
+                      lengths: Optional[Sequence[int]] = None) -> int:
     """Exactly how many batches one epoch of ``make_dataset`` (same settings) yields.
 
     The learning-rate schedule is planned over ``epochs x`` this number, so it
@@ -193,6 +197,8 @@ def batches_per_epoch(examples: Sequence, encoder: TextEncoder, task: str, batch
     batch, so the count is ``sum(ceil(n_bucket / batch_size))`` over the
     buckets, which needs the examples' token lengths (one tokenization pass).
     Static shapes drop the last partial batch; plain padding keeps it.
+    ``lengths`` may come from ``sequence_lengths`` with any encoder of the same
+    vocabulary and at least this ``max_length`` (truncation only caps them).
     """
     n = len(examples)
     if static_shapes:
@@ -201,8 +207,12 @@ def batches_per_epoch(examples: Sequence, encoder: TextEncoder, task: str, batch
         return math.ceil(n / batch_size)
     edges = bucket_boundaries(encoder.max_length)
     sizes = [0] * (len(edges) + 1)
-    for length in sequence_lengths(examples, encoder, task):   # bucket i holds edges[i-1] <= length < edges[i]
-        sizes[bisect.bisect_right(edges, length)] += 1
+    if lengths is None:
+        lengths = sequence_lengths(examples, encoder, task)
+    elif len(lengths) != n:
+        raise ValueError(f"{len(lengths)} lengths for {n} examples")
+    for length in lengths:   # bucket i holds edges[i-1] <= length < edges[i]
+        sizes[bisect.bisect_right(edges, min(length, encoder.max_length))] += 1
     return sum(math.ceil(size / batch_size) for size in sizes)
 
 

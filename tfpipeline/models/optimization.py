@@ -36,26 +36,26 @@ class WarmupLinearDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
 
 
 @tf_keras.utils.register_keras_serializable(package="tfpipeline")
-class WarmupThenAnneal(tf_keras.optimizers.schedules.LearningRateSchedule):
-    """0 -> ``peak`` over ``warmup_steps``, then constant until ``start_anneal`` is called, then linearly to 0
-    over ``anneal_steps``.
+class AnnealableWarmupLinearDecay(WarmupLinearDecay):
+    """``WarmupLinearDecay`` that can be cut short: after ``start_anneal(step)`` the planned rate is multiplied
+    by a factor falling linearly from 1 to 0 over ``anneal_steps``.
 
-    For runs whose length is decided while they train (``epochs: auto``): a
-    decay planned over an epoch cap leaves a run that stops early at a
-    still-high rate, never annealed. Here the rate stays at its peak while the
-    validation score improves, and the callback that sees it stall
-    (``training.callbacks.AnnealOnPlateau``) starts the anneal. The start step
-    lives in a variable read by the compiled train step, so no retrace.
+    For runs whose length is decided while they train (``epochs: auto``): the
+    decay is planned over the epoch cap, so a run that early stopping ends
+    before the cap would otherwise stop at a still-high rate, never annealed.
+    ``training.callbacks.AnnealOnPlateau`` calls ``start_anneal`` for one last
+    epoch instead. The start step lives in a variable that the compiled train
+    step reads, so starting the anneal needs no retrace.
     """
 
-    def __init__(self, peak: float, warmup_steps: int = 0, anneal_steps: int = 1):
-        self.peak = float(peak)
-        self.warmup_steps = max(int(warmup_steps), 0)
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, end: float = 0.0,
+                 anneal_steps: int = 1):
+        super().__init__(peak, total_steps, warmup_steps, end)
         self.anneal_steps = max(int(anneal_steps), 1)
         self.anneal_start = tf.Variable(-1.0, trainable=False, dtype=tf.float32, name="anneal_start")
 
     def start_anneal(self, step: int) -> None:
-        """Decay from optimizer step ``step`` (the next one taken) to 0 over ``anneal_steps`` steps."""
+        """From optimizer step ``step`` (the next one taken), fall to 0 over ``anneal_steps`` steps."""
         self.anneal_start.assign(float(step))
 
     @property
@@ -63,26 +63,23 @@ class WarmupThenAnneal(tf_keras.optimizers.schedules.LearningRateSchedule):
         return bool(self.anneal_start.numpy() >= 0)
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warm = float(max(self.warmup_steps, 1))
-        rate = self.peak * tf.minimum((step + 1.0) / warm, 1.0)
+        planned = super().__call__(step)
         start = tf.convert_to_tensor(self.anneal_start)
-        left = tf.clip_by_value(1.0 - (step - start) / float(self.anneal_steps), 0.0, 1.0)
-        return tf.where(start >= 0.0, rate * left, rate)
+        left = tf.clip_by_value(1.0 - (tf.cast(step, tf.float32) - start) / float(self.anneal_steps), 0.0, 1.0)
+        return tf.where(start >= 0.0, planned * left, planned)
 
     def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "anneal_steps": self.anneal_steps}
-
+        return {**super().get_config(), "anneal_steps": self.anneal_steps}
 
 def create_optimizer(learning_rate: float, total_steps: int, *, warmup_ratio: float = 0.1,
                      weight_decay: float = 0.01, clip_norm: float | None = 1.0,
                      anneal_steps: int | None = None) -> tf_keras.optimizers.Optimizer:
     """AdamW (tf_keras) on a warmup/decay schedule; LayerNorm and bias weights are not decayed.
 
-    The warmup is ``warmup_ratio`` of ``total_steps``. Without ``anneal_steps``
-    the rate then decays linearly to 0 at ``total_steps`` (``WarmupLinearDecay``);
-    with it, the rate stays at its peak until ``schedule_of(optimizer)
-    .start_anneal`` is called (``WarmupThenAnneal``, for ``epochs: auto``).
+    The warmup is ``warmup_ratio`` of ``total_steps``; the rate then decays
+    linearly to 0 at ``total_steps`` (``WarmupLinearDecay``). With
+    ``anneal_steps`` (``epochs: auto``) the schedule can also be cut short:
+    ``schedule_of(optimizer).start_anneal`` (``AnnealableWarmupLinearDecay``).
     """
     if learning_rate <= 0:
         raise ConfigError(f"learning_rate must be > 0, got {learning_rate}")
@@ -90,7 +87,7 @@ def create_optimizer(learning_rate: float, total_steps: int, *, warmup_ratio: fl
         raise ConfigError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
     warmup_steps = int(round(total_steps * warmup_ratio))
     schedule = (WarmupLinearDecay(learning_rate, total_steps, warmup_steps) if anneal_steps is None
-                else WarmupThenAnneal(learning_rate, warmup_steps, anneal_steps))
+                else AnnealableWarmupLinearDecay(learning_rate, total_steps, warmup_steps, anneal_steps=anneal_steps))
     optimizer = tf_keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6,
                                           global_clipnorm=clip_norm or None)
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)

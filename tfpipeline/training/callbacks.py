@@ -10,7 +10,7 @@ import tf_keras
 from tfpipeline.data.examples import CLASSIFICATION, NER
 from tfpipeline.evaluation.evaluate import evaluate_examples
 from tfpipeline.inference import Predictor
-from tfpipeline.models.optimization import WarmupThenAnneal, schedule_of
+from tfpipeline.models.optimization import AnnealableWarmupLinearDecay, schedule_of
 
 BEST_WEIGHTS = os.path.join("checkpoints", "best")
 ENTITY_F1 = "val_entity_f1"
@@ -66,19 +66,17 @@ class StopWhenStalled(tf_keras.callbacks.Callback):
 
 
 class AnnealOnPlateau(StopWhenStalled):
-    """``epochs: auto``: train at the peak rate while the validation score improves, then anneal once and stop.
+    """``epochs: auto``: early stopping that ends on an annealed model.
 
-    When the score has not improved for ``patience - 1`` epochs (at least 1),
-    or the next epoch is the cap's last, the next epoch starts from the best
-    epoch's weights (kept in memory) and the learning rate falls linearly to 0
-    over it (``WarmupThenAnneal.start_anneal``); training stops after it. The
-    best epoch is still chosen by the score, annealed epoch included. So every
-    run ends on an annealed model and stops at most ``patience`` epochs after
-    its best, as early stopping does with fixed epochs; the length of the run
-    no longer depends on the cap (a decay planned over the cap left a run that
-    stopped early at about 70% of its peak rate). Zero scores do not count as
-    stalls (see ``StopWhenStalled``); ``patience`` 0 anneals only in the cap's
-    last epoch. ``annealed`` and ``restored_from`` (0-based epochs) tell the summary what happened.
+    The learning rate decays over the epoch cap. When the validation score has
+    not improved for ``patience`` epochs (zero scores do not count, see
+    ``StopWhenStalled``), training does not just stop: one last epoch starts
+    again from the best epoch's weights (kept in memory) and takes the planned
+    rate linearly to 0 (``AnnealableWarmupLinearDecay.start_anneal``); then it
+    stops. The best epoch, annealed one included, is what ``fit`` keeps. Runs
+    that reach the cap are already annealed by the planned decay, so they are
+    unchanged. ``annealed`` and ``restored_from`` (0-based epochs, or None) tell
+    the summary what happened.
     """
 
     def __init__(self, monitor: str, patience: int, max_epochs: int):
@@ -87,15 +85,14 @@ class AnnealOnPlateau(StopWhenStalled):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self.best_weights, self.best_epoch, self.restored_from = None, None, None
-        self.annealed = 0 if self.max_epochs <= 1 else None
+        self.best_weights, self.best_epoch, self.restored_from, self.annealed = None, None, None, None
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.annealed:
             return
         schedule = schedule_of(self.model.optimizer)
-        if not isinstance(schedule, WarmupThenAnneal):
-            raise TypeError("AnnealOnPlateau needs a model compiled with anneal_steps (WarmupThenAnneal)")
+        if not isinstance(schedule, AnnealableWarmupLinearDecay):
+            raise TypeError("AnnealOnPlateau needs a model compiled with anneal_steps (AnnealableWarmupLinearDecay)")
         if self.best_weights is not None and self.best_epoch != epoch - 1:
             self.model.set_weights(self.best_weights)
             self.restored_from = self.best_epoch
@@ -103,9 +100,7 @@ class AnnealOnPlateau(StopWhenStalled):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.annealed is not None:
-            if epoch >= self.annealed:
-                self.model.stop_training = True
-                self.stopped_early = epoch + 1 < self.max_epochs
+            self.model.stop_training = self.stopped_early = True
             return
         score = (logs or {}).get(self.monitor)
         if score is not None and score > self.best:
@@ -113,8 +108,7 @@ class AnnealOnPlateau(StopWhenStalled):
             self.best_weights = self.model.get_weights()
         elif score is not None and score > 0:
             self.wait += 1
-        stalled = self.patience > 0 and self.wait >= max(self.patience - 1, 1)
-        if stalled or epoch + 2 >= self.max_epochs:
+        if self.patience > 0 and self.wait >= self.patience and epoch + 1 < self.max_epochs:
             self.annealed = epoch + 1
 
 

@@ -47,7 +47,7 @@ from tfpipeline.models.peft import applied_method
 from tfpipeline.models.task_model import TaskModel, count_params
 from tfpipeline.models.weights import weight_key
 from tfpipeline.staging import staged_output
-from tfpipeline.training.effective_recipe import USER
+from tfpipeline.training.effective_recipe import fill_settings, settings_dict
 from tfpipeline.training.trainer import TrainResult, fit_verbosity, write_report
 
 log = logging.getLogger(__name__)
@@ -232,8 +232,9 @@ def distill(config: DistillConfig, *, data: Optional[TaskData] = None) -> TrainR
     say = (lambda *a, **k: None) if cfg.quiet else print
     meta = read_metadata(cfg.teacher_dir)
     recipe = recipe_for(cfg.teacher_dir)   # the student has the teacher's width, so the same kind of recipe
-    cfg = dataclasses.replace(cfg, learning_rate=cfg.learning_rate or recipe.learning_rate(meta["task"]),
-                              batch_size=cfg.batch_size or recipe.batch_size)
+    chosen_recipe = fill_settings(cfg, {"learning_rate": recipe.learning_rate(meta["task"]),
+                                        "batch_size": recipe.batch_size}, f"{recipe.name} recipe")
+    cfg = dataclasses.replace(cfg, **{name: setting.value for name, setting in chosen_recipe.items()})
     if meta.get("head"):
         raise CheckpointError(f"{cfg.teacher_dir}: the teacher must be a fine-tuned task model; this is a "
                               f"{meta['head']} (prompt-based) classifier")
@@ -282,9 +283,7 @@ def distill(config: DistillConfig, *, data: Optional[TaskData] = None) -> TrainR
                       total_params=params["total"], teacher=_headline(teacher_report), distillation=settings)
         bundle.write(staging)
         write_report(staging, report)
-        write_html_report(staging, report, history=dict(history.history),
-                          recipe={name: {"value": settings[name], "source": USER if getattr(config, name) is not None
-                                         else f"{recipe.name} recipe"} for name in ("learning_rate", "batch_size")})
+        write_html_report(staging, report, history=dict(history.history), recipe=settings_dict(chosen_recipe))
     bundle.directory = cfg.output_dir
     say(f"[tfpipeline] student {_headline(report)} vs teacher {report['teacher']} "
         f"on {report['split']} ({data.name}); written to {cfg.output_dir}")

@@ -10,15 +10,15 @@ is filled here, before any model is built:
   (special tokens included), rounded up to a multiple of 8, never above the
   recipe's cap or the checkpoint's position table. Short-text data stops
   paying for a fixed 128; long texts keep up to the cap.
-- epochs ``auto``: the run trains at the peak learning rate (after warmup)
-  while the task's validation score improves; once it stalls, one last epoch
-  starts from the best weights and anneals the rate to 0
-  (``training.callbacks.AnnealOnPlateau``), so every run ends annealed and
-  stops at most ``early_stopping_patience`` epochs after its best. A cap
-  bounds the run: ``updates_per_label`` optimizer steps per class (entity
-  type for NER), within ``[min_updates, max_updates]``, so small or
-  many-class data may take more passes and large data fewer. Warmup is a
-  share of the cap, at most one epoch.
+- epochs ``auto``: the run trains until the task's validation score has not
+  improved for ``early_stopping_patience`` epochs, under a cap that plans a
+  number of optimizer steps growing with the number of classes (entity types
+  for NER) -- ``updates_per_label`` each, within ``[min_updates,
+  max_updates]`` -- so small or many-class data gets more passes and large
+  data fewer. The learning rate decays linearly to 0 over that cap; a run
+  that stops early first spends one more epoch annealing from its best
+  weights to 0 (``training.callbacks.AnnealOnPlateau``), so every run ends
+  annealed. Warmup is at most one epoch, so it does not stretch with the cap.
 
 An explicit value always wins and is labelled ``set``. ``describe()`` is the
 header line a run prints; ``as_dict()`` goes into the run's report.
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Dict, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -60,6 +60,7 @@ class EffectiveRecipe:
     auto_epochs: bool
     steps_per_epoch: int
     recipe: Recipe
+    train_lengths: Optional[List[int]] = field(default=None, repr=False)   # token lengths at <= max_length
 
     def describe(self) -> str:
         s = self.settings
@@ -74,15 +75,26 @@ class EffectiveRecipe:
                 f"weight decay {s['weight_decay'].value:g} ({s['weight_decay'].source})")
 
     def as_dict(self) -> Dict[str, Dict[str, Any]]:
-        return {name: {"value": setting.value, "source": setting.source} for name, setting in self.settings.items()}
+        return settings_dict(self.settings)
+
+
+def settings_dict(settings: Dict[str, Setting]) -> Dict[str, Dict[str, Any]]:
+    """``{name: {"value", "source"}}``: how reports (JSON, report.html) record a recipe."""
+    return {name: {"value": setting.value, "source": setting.source} for name, setting in settings.items()}
+
+
+def fill_settings(config: Any, defaults: Dict[str, Any], source: str) -> Dict[str, Setting]:
+    """``config``'s value for each name in ``defaults`` (labelled ``set``), or the default (labelled ``source``)
+    where the config leaves it ``None``."""
+    return {name: Setting(getattr(config, name), USER) if getattr(config, name) is not None
+            else Setting(default, source) for name, default in defaults.items()}
 
 
 def anneal_rule(patience: int) -> str:
     """How ``AnnealOnPlateau`` reads ``early_stopping_patience``, in words."""
     if patience <= 0:
-        return "anneal in the cap's last epoch"
-    stall = max(patience - 1, 1)
-    return f"anneal after {stall} epoch{'s' * (stall != 1)} without improvement"
+        return "no early stop"
+    return f"patience {patience}, then one epoch annealing from the best weights"
 
 
 def short_number(value: float) -> str:
@@ -130,6 +142,7 @@ def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replic
     pick("weight_decay", recipe.weight_decay)
 
     limit = min(recipe.max_length_cap, position_limit(checkpoint))
+    lengths = None
     if cfg.max_length is None:
         lengths = sequence_lengths(data.train, TextEncoder.from_directory(checkpoint, max_length=limit), data.task)
         pick("max_length", auto_max_length(lengths, recipe, limit),
@@ -139,8 +152,12 @@ def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replic
     max_length = settings["max_length"].value
 
     encoder = TextEncoder.from_directory(checkpoint, max_length=max_length)
+    if lengths is None and cfg.bucket and not static_shapes:
+        lengths = sequence_lengths(data.train, encoder, data.task)
+    if lengths is not None:   # one tokenization pass serves the length choice, the step count and the dataset
+        lengths = [min(n, max_length) for n in lengths]
     steps = batches_per_epoch(data.train, encoder, data.task, batch_size * replicas,
-                              static_shapes=static_shapes, bucket=cfg.bucket)
+                              static_shapes=static_shapes, bucket=cfg.bucket, lengths=lengths)
     auto_epochs = cfg.epochs is None
     units = label_units(labels, data.task)
     cap = epoch_cap(steps, units, recipe)
@@ -150,5 +167,5 @@ def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replic
     pick("warmup_ratio", min(recipe.warmup_ratio, 1.0 / cap) if auto_epochs else recipe.warmup_ratio, warmup_why)
 
     filled = dataclasses.replace(cfg, **{name: s.value for name, s in settings.items()})
-    return EffectiveRecipe(filled.validate(), settings, auto_epochs, steps, recipe)
+    return EffectiveRecipe(filled.validate(), settings, auto_epochs, steps, recipe, lengths)
 

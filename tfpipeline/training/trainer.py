@@ -100,12 +100,11 @@ def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: in
     run = len(scores)
     kept = int(max(range(run), key=lambda i: (scores[i], -i))) + 1 if run else 0
     metric = METRIC_NAMES.get(monitor, monitor)
-    if auto and annealed is not None and annealed < run:
-        start = f"from epoch {restored_from + 1}'s weights" if restored_from is not None else "on"
-        why = f"the {cap}-epoch cap" if run >= cap else f"no {metric} improvement"
-        stopped = f"{why}; epoch {annealed + 1} annealed the learning rate to 0 {start}"
-    elif run < cap:
+    if run < cap or annealed is not None:
         stopped = f"no {metric} improvement for {patience} epoch{'s' * (patience != 1)}"
+        if annealed is not None and annealed < run:
+            start = f"from epoch {restored_from + 1}'s weights" if restored_from is not None else "on"
+            stopped += f"; epoch {annealed + 1} annealed the learning rate to 0 {start}"
     else:
         stopped = f"reached the {cap}-epoch cap" if auto else f"ran every epoch (epochs {cap})"
     return {"kept": kept, "run": run, "cap": cap, "monitor": monitor,
@@ -136,7 +135,7 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
     tf_keras.utils.set_random_seed(cfg.seed)
 
     train_ds = make_dataset(data.train, encoder, labels, task, batch_size=global_batch, training=True,
-                            static_shapes=static, bucket=cfg.bucket, seed=cfg.seed)
+                            static_shapes=static, bucket=cfg.bucket, seed=cfg.seed, lengths=recipe.train_lengths)
     val_ds = make_dataset(data.validation, encoder, labels, task, batch_size=global_batch,
                           static_shapes=static, bucket=cfg.bucket)
     steps = recipe.steps_per_epoch
