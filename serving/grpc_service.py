@@ -15,6 +15,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
 from serving import runner
+from serving.batching import Batching
 from serving.errors import ServingError, invalid
 from serving.repository import ModelRepository, Servable
 
@@ -55,8 +56,8 @@ def _fill_spec(response_spec, servable: Servable, signature_name: str = "") -> N
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, Classify and GetModelMetadata (Regress and MultiInference stay UNIMPLEMENTED)."""
 
-    def __init__(self, repository: ModelRepository, limits: runner.Limits):
-        self.repository, self.limits = repository, limits
+    def __init__(self, repository: ModelRepository, limits: runner.Limits, batching: Optional[Batching] = None):
+        self.repository, self.limits, self.batching = repository, limits, batching
 
     @_rpc
     def Predict(self, request, context):
@@ -68,7 +69,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 inputs[name] = tf.make_ndarray(proto)
             except Exception as e:  # noqa: BLE001 - malformed TensorProto
                 raise invalid(f"input {name!r} is not a valid TensorProto: {e}") from None
-        outputs = runner.predict(servable, signature, inputs, self.limits, list(request.output_filter))
+        outputs = runner.predict(servable, signature, inputs, self.limits, list(request.output_filter), self.batching)
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, servable, signature)
         for name, value in outputs.items():
@@ -87,7 +88,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             examples = [with_context(e, block.context) for e in block.examples]
         else:
             raise invalid("ClassificationRequest.input is empty: set example_list or example_list_with_context")
-        classes, scores = runner.classify(servable, signature, examples, self.limits)
+        classes, scores = runner.classify(servable, signature, examples, self.limits, self.batching)
         response = classification_pb2.ClassificationResponse()
         _fill_spec(response.model_spec, servable, signature)
         for row_classes, row_scores in zip(classes, scores):
@@ -148,6 +149,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def add_services(server: grpc.Server, repository: ModelRepository, limits: runner.Limits) -> None:
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(repository, limits), server)
+def add_services(server: grpc.Server, repository: ModelRepository, limits: runner.Limits,
+                 batching: Optional[Batching] = None) -> None:
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(repository, limits, batching), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(repository), server)

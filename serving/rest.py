@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 from google.protobuf import json_format
 
 from serving import runner
+from serving.batching import Batching
 from serving.errors import ServingError, invalid, not_found
 from serving.grpc_service import signature_def_map
 from serving.json_tensors import array_to_json, example_from_json, json_to_array, named_inputs, rows_to_columns
@@ -33,8 +34,8 @@ DEFAULT_MAX_BODY_BYTES = 32 << 20
 class RestApi:
     """The request -> (status, JSON) logic, separate from HTTP plumbing so it is easy to test."""
 
-    def __init__(self, repository: ModelRepository, limits: runner.Limits):
-        self.repository, self.limits = repository, limits
+    def __init__(self, repository: ModelRepository, limits: runner.Limits, batching: Optional[Batching] = None):
+        self.repository, self.limits, self.batching = repository, limits, batching
 
     def handle(self, method: str, path: str, body: bytes) -> Tuple[int, dict]:
         try:
@@ -90,7 +91,7 @@ class RestApi:
                 raise invalid(f"unknown input {key!r}; signature {signature or runner.DEFAULT_SIGNATURE!r} "
                               f"has inputs {names}")
             arrays[key] = json_to_array(value, specs[key].dtype, f"input {key!r}")
-        outputs = runner.predict(servable, signature, arrays, self.limits)
+        outputs = runner.predict(servable, signature, arrays, self.limits, batching=self.batching)
         encoded = {k: array_to_json(v, k) for k, v in sorted(outputs.items())}
         if not row_format:
             return {"outputs": next(iter(encoded.values())) if len(encoded) == 1 else encoded}
@@ -110,7 +111,7 @@ class RestApi:
             if not isinstance(features, dict):
                 raise invalid(f"examples[{i}] must be an object of feature name -> value")
             merged.append(example_from_json({**context, **features}, f"examples[{i}]"))
-        classes, scores = runner.classify(servable, _signature_name(request), merged, self.limits)
+        classes, scores = runner.classify(servable, _signature_name(request), merged, self.limits, self.batching)
         return {"result": [[[c.decode("utf-8"), float(s)] for c, s in zip(row_c, row_s)]
                            for row_c, row_s in zip(classes, scores)]}
 

@@ -5,15 +5,20 @@ call ``predict`` / ``classify`` here, so validation and error codes are
 identical across protocols. Every problem with a request is an
 INVALID_ARGUMENT that names the input; TF runtime errors caused by the input
 (e.g. token ids outside the vocabulary) are INVALID_ARGUMENT too.
+
+With server-side batching (``serving.batching``), a request is validated here
+first, alone, and only then queued: a bad request is refused without touching
+the batch it would have joined.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from serving.batching import Batching
 from serving.errors import ServingError, invalid, not_found
 from serving.repository import Servable
 
@@ -109,23 +114,45 @@ def run(fn, feeds: Dict[str, tf.Tensor]) -> Dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in outputs.items()}
 
 
+def signature_runner(fn, specs: Dict[str, tf.TensorSpec]) -> Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]:
+    """The signature as a numpy -> numpy function: what a batching queue calls with merged inputs."""
+    def run_arrays(inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return run(fn, {k: tf.constant(inputs[k], dtype=spec.dtype) for k, spec in specs.items()})
+    return run_arrays
+
+
+def _execute(servable: Servable, signature_name: str, fn, specs: Dict[str, tf.TensorSpec],
+             inputs: Dict[str, np.ndarray], batching: Optional[Batching]) -> Dict[str, np.ndarray]:
+    """Run validated inputs: through the signature's batching queue when batching is on, else directly.
+
+    One queue per (model, version, signature) and all outputs are computed, so
+    requests with different output filters share batches (each filters its own rows).
+    """
+    if batching is not None and all(np.ndim(v) >= 1 for v in inputs.values()):
+        queue = batching.queue((servable.name, servable.version, signature_name), servable,
+                               lambda: signature_runner(fn, specs))
+        if queue is not None:         # None: this version was unloaded while the request was in flight
+            return queue.submit(inputs)
+    return signature_runner(fn, specs)(inputs)
+
+
 def predict(servable: Servable, signature_name: str, inputs: Dict[str, np.ndarray], limits: Limits,
-            output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+            output_filter: Sequence[str] = (), batching: Optional[Batching] = None) -> Dict[str, np.ndarray]:
     """Predict API: named input arrays -> named output arrays (all outputs unless filtered)."""
-    fn = _function(servable, signature_name)
+    name = signature_name or DEFAULT_SIGNATURE
+    fn = _function(servable, name)
     specs = dict(fn.structured_input_signature[1])
     check_inputs(inputs, specs, limits)
     outputs_known = set(fn.structured_outputs)
     unknown = sorted(set(output_filter) - outputs_known)
     if unknown:
         raise invalid(f"output_filter names unknown outputs {unknown} (outputs: {sorted(outputs_known)})")
-    feeds = {k: tf.constant(inputs[k], dtype=spec.dtype) for k, spec in specs.items()}
-    outputs = run(fn, feeds)
+    outputs = _execute(servable, name, fn, specs, inputs, batching)
     return {k: v for k, v in outputs.items() if not output_filter or k in output_filter}
 
 
 def classify(servable: Servable, signature_name: str, examples: List[tf.train.Example],
-             limits: Limits) -> Tuple[np.ndarray, np.ndarray]:
+             limits: Limits, batching: Optional[Batching] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Classify API: tf.Examples -> (classes [B, C] bytes, scores [B, C] float)."""
     name = signature_name or DEFAULT_SIGNATURE
     fn = _function(servable, name)
@@ -137,6 +164,7 @@ def classify(servable: Servable, signature_name: str, examples: List[tf.train.Ex
     for i, example in enumerate(examples):
         for key, feature in example.features.feature.items():
             check_text_sizes(feature.bytes_list.value, limits, f"examples[{i}].{key}")
-    serialized = tf.constant([e.SerializeToString() for e in examples], tf.string)
-    outputs = run(fn, {"inputs": serialized})
+    serialized = np.empty(len(examples), dtype=object)
+    serialized[:] = [e.SerializeToString() for e in examples]
+    outputs = _execute(servable, name, fn, dict(fn.structured_input_signature[1]), {"inputs": serialized}, batching)
     return outputs["classes"], outputs["scores"]

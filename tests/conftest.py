@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import shutil
 
 import tfpipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS etc. before TensorFlow is imported)
 
@@ -85,6 +86,15 @@ def write_conll(path, examples) -> str:
 # few epochs (the default 5e-5 is for pretrained backbones).
 TINY_TRAIN = dict(epochs=6, batch_size=16, learning_rate=1e-2, max_length=32, verbose=0,
                   early_stopping_patience=0, seed=13)
+
+
+def copy_version(exports_base: str, base: str, name: str, version: int = 1, as_version: int = None) -> str:
+    """Drop a version into a served base folder the safe way (copy aside, then rename)."""
+    target = os.path.join(base, name, str(as_version or version))
+    staging = os.path.join(base, name, f".incoming-{as_version or version}")
+    shutil.copytree(os.path.join(exports_base, name, str(version)), staging)
+    os.rename(staging, target)
+    return target
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -22,18 +22,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
 from serving import GrpcClient, Limits, ModelServer, RestClient, RestError
-from conftest import CLF_LABELS, CLF_NAME, NER_NAME, TEXTS
+from conftest import CLF_LABELS, CLF_NAME, NER_NAME, TEXTS, copy_version
 
 MAX_BATCH, MAX_TEXT = 8, 500
-
-
-def copy_version(exports_base: str, base: str, name: str, version: int = 1, as_version: int = None) -> str:
-    """Drop a version into a served base folder the safe way (copy aside, then rename)."""
-    target = os.path.join(base, name, str(as_version or version))
-    staging = os.path.join(base, name, f".incoming-{as_version or version}")
-    shutil.copytree(os.path.join(exports_base, name, str(version)), staging)
-    os.rename(staging, target)
-    return target
 
 
 @pytest.fixture(scope="module")
