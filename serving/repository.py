@@ -5,7 +5,9 @@ sub-folder of the base folder, a version is an integer-named sub-folder of
 the model (anything else, such as an exporter's hidden ``.tmp-*`` staging
 folder, is ignored). The newest loaded version answers requests that name no
 version. Loading happens outside the lock, so requests keep being served by
-the old versions while a new one loads.
+the old versions while a new one loads; a version is published only after its
+warmup records have run (``warm_up``, as TF Serving does), so the first real
+requests to it do not pay for instantiating and optimising its graphs.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import tensorflow_text  # noqa: F401  (registers FastBertTokenizer / RegexSplit 
 
 from tfpipeline.errors import ConfigError
 from tfpipeline.export import ASSETS_EXTRA, METADATA_FILE, read_saved_model_proto
+from tfpipeline.export.warmup import WARMUP_FILE, read_warmup_requests
 
 from serving.errors import invalid, not_found
 
@@ -39,6 +42,7 @@ class Servable:
     loaded: object                      # keeps the restored object (and its variables) alive
     signature_defs: Dict[str, object]   # name -> SignatureDef proto (method names as exported)
     metadata: dict = field(default_factory=dict)
+    warmup_requests: int = 0            # warmup records replayed before the version was published
 
     @property
     def signatures(self):
@@ -68,7 +72,39 @@ def load_servable(name: str, version: int, path: str) -> Servable:
     if os.path.exists(meta_path):
         with open(meta_path, encoding="utf-8") as f:
             metadata = json.load(f)
-    return Servable(name, version, path, loaded, defs, metadata)
+    servable = Servable(name, version, path, loaded, defs, metadata)
+    servable.warmup_requests = warm_up(servable)
+    return servable
+
+
+def warm_up(servable: Servable) -> int:
+    """Replay the version's ``assets.extra/tf_serving_warmup_requests`` (TF Serving's warmup file) on its
+    signatures; returns how many records ran.
+
+    The first call of a restored signature instantiates and optimises its
+    graph (seconds for a BERT export with the tokenizer inside): without this,
+    the first requests after a version change waited for it. A record that
+    fails fails the load, as in TF Serving, and the old versions keep serving.
+    """
+    path = os.path.join(servable.path, ASSETS_EXTRA, WARMUP_FILE)
+    if not os.path.exists(path):
+        return 0
+    records = read_warmup_requests(path)
+    for i, record in enumerate(records):
+        kind = record.WhichOneof("log_type")
+        if kind == "predict_log":
+            request = record.predict_log.request
+            feeds = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        elif kind == "classify_log":
+            request = record.classify_log.request
+            feeds = {"inputs": tf.constant([e.SerializeToString() for e in request.input.example_list.examples])}
+        else:
+            raise ValueError(f"{path}: record {i} is a {kind}, which this server does not replay")
+        signature = request.model_spec.signature_name or "serving_default"
+        if signature not in servable.signatures:
+            raise ValueError(f"{path}: record {i} names signature {signature!r}, which the export lacks")
+        servable.signatures[signature](**feeds)
+    return len(records)
 
 
 class ModelRepository:

@@ -22,6 +22,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
 from serving import GrpcClient, Limits, ModelServer, RestClient, RestError
+from tfpipeline.export import ASSETS_EXTRA
+from tfpipeline.export.warmup import WARMUP_FILE, read_warmup_requests
 from conftest import CLF_LABELS, CLF_NAME, NER_NAME, TEXTS, copy_version
 
 MAX_BATCH, MAX_TEXT = 8, 500
@@ -370,6 +372,87 @@ def test_broken_version_is_reported_and_previous_keeps_serving(server, stubs, gr
         shutil.rmtree(broken)
         server.reload()
     assert [s["version"] for s in grpc_clf.status()] == [1]
+
+
+def test_versions_are_warmed_up_before_they_are_published(server, exports, stubs, grpc_clf):
+    """TF Serving's warmup file is replayed on load; a record that fails keeps the version out of service."""
+    base = server.repository.base_dir
+    copy_version(exports["base"], base, CLF_NAME, as_version=3)
+    warm = os.path.join(base, CLF_NAME, "4")
+    copy_version(exports["base"], base, CLF_NAME, as_version=4)
+    records = read_warmup_requests(os.path.join(warm, ASSETS_EXTRA, WARMUP_FILE))
+    records[0].predict_log.request.model_spec.signature_name = "no_such_signature"
+    with tf.io.TFRecordWriter(os.path.join(warm, ASSETS_EXTRA, WARMUP_FILE)) as writer:
+        for record in records:
+            writer.write(record.SerializeToString())
+    try:
+        changes = server.reload()
+        assert changes["loaded"] == [f"{CLF_NAME}/3"] and changes["failed"] == [f"{CLF_NAME}/4"]
+        assert server.repository.get(CLF_NAME, 3).warmup_requests == len(records) == 3   # text, ids, classify
+        assert "no_such_signature" in grpc_clf.status()[0]["error"]
+        assert _grpc_predict(stubs[0]).model_spec.version.value == 3          # the failed version never serves
+    finally:
+        shutil.rmtree(os.path.join(base, CLF_NAME, "3"))
+        shutil.rmtree(warm)
+        server.reload()
+    assert [s["version"] for s in grpc_clf.status()] == [1]
+
+
+LOAD_CLIENTS = 4
+
+
+def test_load_while_a_new_version_is_published(exports, clf_predictor, tmp_path):
+    """Issue #13 items 6-7, bounded: concurrent clients while the poller picks up a new version. Zero failed
+    requests, every answer is its own text's, the new version answers after the change, and loading it does
+    not stall the version being served (p99 of requests started during the change vs steady p99)."""
+    base = str(tmp_path / "base")
+    os.makedirs(os.path.join(base, CLF_NAME))
+    copy_version(exports["base"], base, CLF_NAME)
+    texts = [f"{a} {b}" for a in TEXTS for b in ("indeed", "so it seems", "", "and more")]
+    expected = clf_predictor.class_probabilities(texts)
+    records, failures, stop = [], [], threading.Event()
+    with ModelServer(base, grpc_port=0, rest_port=None, poll_seconds=0.2) as server:
+        channel = grpc.insecure_channel(server.grpc_target)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        def client(first: int) -> None:
+            n = first
+            while not stop.is_set():
+                index = n % len(texts)
+                started = time.perf_counter()
+                try:
+                    response = _grpc_predict(stub, inputs={"text": [texts[index]]})
+                    records.append((started, time.perf_counter() - started, index,
+                                    tf.make_ndarray(response.outputs["scores"])[0], response.model_spec.version.value))
+                except Exception as e:  # noqa: BLE001 - every failure is reported by the assertion below
+                    failures.append(repr(e))
+                n += LOAD_CLIENTS
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(LOAD_CLIENTS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        change_start = time.perf_counter()
+        copy_version(exports["base"], base, CLF_NAME, as_version=2)
+        deadline = time.monotonic() + 60
+        while server.repository.get(CLF_NAME).version != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        published = time.perf_counter()
+        time.sleep(1.0)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        channel.close()
+    assert not failures, failures[:3]
+    assert not any(thread.is_alive() for thread in threads)
+    for _, _, index, scores, _ in records:
+        np.testing.assert_allclose(scores, expected[index], atol=1e-5)
+    assert {version for *_, version in records} == {1, 2} and records[-1][-1] == 2
+    steady = [latency for started, latency, *_ in records if started < change_start]
+    change = [latency for started, latency, *_ in records if change_start <= started < published + 1.0]
+    assert len(steady) > 20 and len(change) > 20
+    steady_p99, change_p99 = np.percentile(steady, 99), np.percentile(change, 99)
+    assert change_p99 <= 2 * steady_p99 + 0.05, (steady_p99, change_p99)   # + 50 ms: timer noise on tiny calls
 
 
 def test_background_poller_picks_up_new_versions(exports, tmp_path):
