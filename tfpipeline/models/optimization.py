@@ -71,6 +71,7 @@ class AnnealableWarmupLinearDecay(WarmupLinearDecay):
     def get_config(self):
         return {**super().get_config(), "anneal_steps": self.anneal_steps}
 
+
 def create_optimizer(learning_rate: float, total_steps: int, *, warmup_ratio: float = 0.1,
                      weight_decay: float = 0.01, clip_norm: float | None = 1.0,
                      anneal_steps: int | None = None) -> tf_keras.optimizers.Optimizer:
