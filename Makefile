@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart ner test test-fast bench clean
+.PHONY: setup image-data quickstart ner images test test-fast bench clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,15 @@ $(STAMP): pyproject.toml requirements-data.txt
 
 setup: $(STAMP)
 
+## Fashion-MNIST for the image task (Debian package; needs root and apt, else prints how to get it).
+image-data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "fashion-mnist: installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; } \
+		&& echo "fashion-mnist: installed" || echo "fashion-mnist: apt-get failed; its tests skip"; \
+	else echo "fashion-mnist: not installed (sudo apt-get install dataset-fashion-mnist); its tests skip"; fi
+
 ## Main job: fine-tune MiniLM-L6 on Rotten Tomatoes sentences, print the test report.
 quickstart: $(STAMP)
 	$(BIN)/tfpipeline train --config configs/quickstart.yaml --overwrite
@@ -23,7 +32,11 @@ quickstart: $(STAMP)
 ner: $(STAMP)
 	$(BIN)/tfpipeline train --config configs/atis_slots.yaml --overwrite
 
-test: $(STAMP)
+## Image path: fine-tune the ImageNet MobileNetV2 on 3,000 Fashion-MNIST images and print the test report.
+images: $(STAMP) image-data
+	$(BIN)/tfpipeline train --config configs/fashion_mnist.yaml --overwrite
+
+test: $(STAMP) image-data
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: $(STAMP)

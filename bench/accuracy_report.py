@@ -195,19 +195,6 @@ def defaults_table(rows: list) -> list:
     return lines
 
 
-def write_readme_table(readme: str, lines: list, header: str) -> None:
-    """Replace the block between the README's defaults-table markers (they must exist)."""
-    with open(readme, encoding="utf-8") as f:
-        text = f.read()
-    if README_START not in text or README_END not in text:
-        raise SystemExit(f"{readme}: no {README_START} ... {README_END} block to fill")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    block = "\n".join([README_START, header, ""] + lines + [README_END])
-    with open(readme, "w", encoding="utf-8") as f:
-        f.write(head + block + tail)
-
-
 def write_defaults_outputs(args, table: list, machine: dict, day: str) -> None:
     """The no-recipe-flags table as OUT_defaults_table.md and, with --readme, in the README."""
     commands = sorted({r["command"].strip() for r in table if r.get("command")})
@@ -217,7 +204,7 @@ def write_defaults_outputs(args, table: list, machine: dict, day: str) -> None:
     with open(os.path.splitext(args.out)[0] + "_defaults_table.md", "w", encoding="utf-8") as f:
         f.write("\n".join([header, ""] + lines) + "\n")
     if args.readme:
-        write_readme_table(args.readme, lines, header)
+        benchlib.replace_readme_block(args.readme, README_START, README_END, [header, ""] + lines)
 
 
 def render_only(args, json_path: str) -> int:

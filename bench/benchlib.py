@@ -180,3 +180,15 @@ def plot_ratios(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def replace_readme_block(readme: str, start: str, end: str, lines: Sequence[str]) -> None:
+    """Replace the lines between a README's ``start`` and ``end`` marker comments (they must exist)."""
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme}: no {start} ... {end} block to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(readme, "w", encoding="utf-8") as f:
+        f.write(head + "\n".join([start, *lines, end]) + tail)

@@ -7,7 +7,8 @@ Why a shared module: every recipe has the same life cycle -- fine-tune with
 logic differs. Nothing here re-implements library behaviour.
 
 ``--smoke`` swaps MiniLM for a tiny random BERT
-(``save_random_checkpoint``) and trains on small slices, so a recipe runs
+(``save_random_checkpoint``; image recipes: a tiny random ViT,
+``save_random_vit_checkpoint``) and trains on small slices, so a recipe runs
 end to end in well under a minute; its predictions are meaningless.
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # Tiny model, small slices, one epoch: proves the recipe runs (tests use it), not that it is accurate.
 SMOKE_TRAIN = {"limit_train": 160, "limit_eval": 48, "epochs": 1, "batch_size": 16, "max_length": 32,
                "learning_rate": 1e-3, "early_stopping_patience": 0}
+SMOKE_IMAGE_TRAIN = {**{k: v for k, v in SMOKE_TRAIN.items() if k != "max_length"}, "image_size": 32}
+IMAGE_TASK = "image_classification"
 
 
 def parser(description: str, default_config: Optional[str] = None) -> argparse.ArgumentParser:
@@ -75,7 +78,9 @@ def train_model(options: dict, workdir: str, name: str, *, smoke: bool, model_di
     from tfpipeline.training.trainer import train
 
     options = dict(options)
-    if smoke:
+    if smoke and options.get("task") == IMAGE_TASK:
+        options.update(SMOKE_IMAGE_TRAIN, model=smoke_image_checkpoint(workdir))
+    elif smoke:
         options.update(SMOKE_TRAIN, model=smoke_checkpoint(workdir))
     options.update(output_dir=os.path.join(workdir, name), overwrite=True)
     result = train(options)
@@ -95,10 +100,33 @@ def smoke_checkpoint(workdir: str) -> str:
     return path
 
 
+def smoke_image_checkpoint(workdir: str) -> str:
+    """A tiny random ViT (32x32 images), written once per workspace."""
+    from tfpipeline.models.image_model import save_random_vit_checkpoint
+
+    path = os.path.join(workdir, "tiny_vit")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        save_random_vit_checkpoint(path, image_size=SMOKE_IMAGE_TRAIN["image_size"])
+    return path
+
+
 def predictor(model_dir: str):
     from tfpipeline.bundle import ModelBundle
 
     return ModelBundle.load(model_dir).predictor()
+
+
+def threshold_table(probs: np.ndarray, gold: np.ndarray, thresholds) -> list:
+    """Coverage (share handled automatically: top score >= threshold) and accuracy within it, per threshold.
+
+    The table a routing recipe prints so its user can pick the confidence threshold."""
+    top, pred = probs.max(axis=1), probs.argmax(axis=1)
+    rows = []
+    for t in thresholds:
+        auto = top >= t
+        accuracy = float((pred[auto] == gold[auto]).mean()) if auto.any() else float("nan")
+        rows.append({"threshold": t, "coverage": float(auto.mean()), "automated_accuracy": accuracy})
+    return rows
 
 
 @contextlib.contextmanager

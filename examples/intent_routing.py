@@ -26,17 +26,6 @@ def route(intent: str, score: float, threshold: float, queues: dict, default_que
     return HUMAN if score < threshold else queues.get(intent, default_queue)
 
 
-def threshold_table(probs: np.ndarray, gold: np.ndarray, thresholds) -> list:
-    """Coverage (share handled automatically) and accuracy within it, per threshold."""
-    top, pred = probs.max(axis=1), probs.argmax(axis=1)
-    rows = []
-    for t in thresholds:
-        auto = top >= t
-        accuracy = float((pred[auto] == gold[auto]).mean()) if auto.any() else float("nan")
-        rows.append({"threshold": t, "coverage": float(auto.mean()), "automated_accuracy": accuracy})
-    return rows
-
-
 def main(argv=None) -> int:
     args = common.parser(__doc__.splitlines()[0], "intent_routing.yaml").parse_args(argv)
     recipe = common.load_recipe(args.config)
@@ -51,7 +40,7 @@ def main(argv=None) -> int:
         gold = np.array([local.labels.index(ex.label) for ex in test])
         probs = local.probabilities([ex.text for ex in test])
         print(f"\nthreshold  coverage  accuracy of automated share   ({len(test)} test requests)")
-        for row in threshold_table(probs, gold, (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)):
+        for row in common.threshold_table(probs, gold, (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)):
             accuracy = "-" if np.isnan(row["automated_accuracy"]) else f"{row['automated_accuracy']:.1%}"
             print(f"{row['threshold']:>9.2f}{row['coverage']:>10.1%}{accuracy:>12}")
 

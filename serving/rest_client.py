@@ -6,6 +6,7 @@ Standard library only (no TensorFlow, no gRPC), so a REST caller stays light:
 """
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -63,6 +64,12 @@ class RestClient:
                       version: Optional[int] = None) -> List[dict]:
         """One prediction object per text (row format)."""
         return self.predict(instances=list(texts), signature_name=signature_name, version=version)["predictions"]
+
+    def predict_images(self, images: Sequence[bytes], signature_name: Optional[str] = None,
+                       version: Optional[int] = None) -> List[dict]:
+        """One prediction object per encoded image (row format, bytes sent as {"b64": ...})."""
+        instances = [{"b64": base64.b64encode(image).decode("ascii")} for image in images]
+        return self.predict(instances=instances, signature_name=signature_name, version=version)["predictions"]
 
     def classify(self, texts: Sequence[str], signature_name: str = "classify",
                  version: Optional[int] = None) -> List[List[Tuple[str, float]]]:

@@ -21,6 +21,7 @@ import tensorflow as tf
 from serving.batching import Batching
 from serving.errors import ServingError, invalid, not_found
 from serving.repository import Servable
+from tfpipeline.errors import op_error_text
 
 DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -32,10 +33,20 @@ class Limits:
 
     max_batch_size: int = 64
     max_text_bytes: int = 10_000      # per string element (a text, or a tf.Example feature value)
+    max_binary_bytes: int = 20 << 20  # per binary element: an encoded image (see ``is_binary_input``)
 
     def __post_init__(self):
-        if self.max_batch_size < 1 or self.max_text_bytes < 1:
+        if self.max_batch_size < 1 or self.max_text_bytes < 1 or self.max_binary_bytes < 1:
             raise ValueError("limits must be positive")
+
+    def string_limit(self, name: str) -> int:
+        return self.max_binary_bytes if is_binary_input(name) else self.max_text_bytes
+
+
+def is_binary_input(name: str) -> bool:
+    """Encoded images: a Predict input named ``*_bytes`` (the Google serving convention for binary inputs,
+    ``image_bytes`` in tfpipeline's image exports) or a tf.Example feature named ``image``."""
+    return name.endswith("_bytes") or name.rsplit(".", 1)[-1] == "image"
 
 
 def input_specs(servable: Servable, signature_name: str) -> Dict[str, tf.TensorSpec]:
@@ -87,10 +98,11 @@ def check_batch(batch: int, limits: Limits) -> None:
 
 
 def check_text_sizes(values, limits: Limits, name: str) -> None:
+    limit = limits.string_limit(name)
     for i, v in enumerate(values):
         size = len(v) if isinstance(v, (bytes, str)) else 0
-        if size > limits.max_text_bytes:
-            raise invalid(f"input {name!r} element {i} is {size} bytes; the server limit is {limits.max_text_bytes}")
+        if size > limit:
+            raise invalid(f"input {name!r} element {i} is {size} bytes; the server limit is {limit}")
 
 
 def _dtype_matches(value: np.ndarray, dtype: tf.DType) -> bool:
@@ -108,9 +120,9 @@ def run(fn, feeds: Dict[str, tf.Tensor]) -> Dict[str, np.ndarray]:
     try:
         outputs = fn(**feeds)
     except tf.errors.InvalidArgumentError as e:
-        raise invalid(f"the model rejected the input: {e.message.splitlines()[0]}") from None
+        raise invalid(f"the model rejected the input: {op_error_text(e.message)}") from None
     except tf.errors.OpError as e:
-        raise ServingError("INTERNAL", f"model execution failed: {e.message.splitlines()[0]}") from None
+        raise ServingError("INTERNAL", f"model execution failed: {op_error_text(e.message)}") from None
     return {k: v.numpy() for k, v in outputs.items()}
 
 

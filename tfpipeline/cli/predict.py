@@ -1,7 +1,9 @@
-"""``tfpipeline predict``: texts from arguments, ``--file`` or stdin through the model folder's ``Predictor``.
+"""``tfpipeline predict``: texts (or, for an image model, image paths) from arguments, ``--file`` or stdin
+through the model folder's predictor.
 
-Output is one line per text: ``label<TAB>score<TAB>text`` (classification),
-``entity [TYPE], ...<TAB>text`` (ner), or the full result as JSON with ``--json``.
+Output is one line per input: ``label<TAB>score<TAB>text`` (classification),
+``label<TAB>score<TAB>path`` (image_classification), ``entity [TYPE], ...<TAB>text`` (ner),
+or the full result as JSON with ``--json``.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import json
 import sys
 
 from tfpipeline.bundle import ModelBundle
-from tfpipeline.config import PredictConfig
+from tfpipeline.config import CLASSIFICATION, IMAGE_CLASSIFICATION, PredictConfig
 from tfpipeline.data.readers import read_lines
 from tfpipeline.errors import DataError
 
@@ -24,7 +26,7 @@ def run(config: PredictConfig, args) -> int:
         raise DataError("nothing to predict: pass texts as arguments, --file, or on stdin")
     bundle = ModelBundle.load(config.model_dir)
     predictor = bundle.predictor(config.batch_size)
-    classify = bundle.task == "classification"
+    classify = bundle.task in (CLASSIFICATION, IMAGE_CLASSIFICATION)
     for text, result in zip(texts, predictor.classify(texts) if classify else predictor.extract(texts)):
         if config.json:
             print(json.dumps(result, ensure_ascii=False))

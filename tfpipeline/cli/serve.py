@@ -30,7 +30,7 @@ def run(config: ServeConfig, args) -> int:
     server = ModelServer(config.model_base, host=config.host,
                          grpc_port=None if config.grpc_port < 0 else config.grpc_port,
                          rest_port=None if config.rest_port < 0 else config.rest_port,
-                         limits=Limits(config.max_batch_size, config.max_text_bytes),
+                         limits=Limits(config.max_batch_size, config.max_text_bytes, config.max_image_bytes),
                          poll_seconds=config.poll_seconds, keep_versions=config.keep_versions, batching=batching)
     signal.signal(signal.SIGTERM, _interrupt)
     server.start()

@@ -7,10 +7,13 @@ from tfpipeline.config.options import (check_choice, check_positive, load_config
                                        with_overrides)
 from tfpipeline.config.recipes import (CompressConfig, ContinualConfig, ContinualRunOptions, DistillConfig,
                                        OldTaskOptions, ZeroShotConfig)
-from tfpipeline.config.train import (CLASSIFICATION, DEFAULT_CHECKPOINT, NER, TASKS, DataOptions, ModelOptions, OptimizerOptions, PeftOptions, PipelineOptions,
-                                     RuntimeOptions, TrainConfig, TuneConfig)
+from tfpipeline.config.train import (CLASSIFICATION, DEFAULT_CHECKPOINT, DEFAULT_IMAGE_CHECKPOINT, IMAGE_CLASSIFICATION,
+                                     NER, TASKS, TEXT_TASKS, DataOptions, ModelOptions, OptimizerOptions, PeftOptions,
+                                     PipelineOptions, RuntimeOptions, TrainConfig, TuneConfig)
 
-__all__ = ["CLASSIFICATION", "NER", "TASKS", "DEFAULT_CHECKPOINT", "TrainConfig", "TuneConfig", "DataOptions", "ModelOptions", "PeftOptions", "OptimizerOptions",
+__all__ = ["CLASSIFICATION", "NER", "IMAGE_CLASSIFICATION", "TASKS", "TEXT_TASKS", "DEFAULT_CHECKPOINT",
+           "DEFAULT_IMAGE_CHECKPOINT", "TrainConfig", "TuneConfig", "DataOptions", "ModelOptions", "PeftOptions",
+           "OptimizerOptions",
            "PipelineOptions", "RuntimeOptions", "DistillConfig", "ContinualConfig", "CompressConfig",
            "ZeroShotConfig", "EvaluateConfig", "PredictConfig", "ExportConfig", "ServeConfig",
            "ContinualRunOptions", "OldTaskOptions", "TextsOptions",

@@ -16,10 +16,12 @@ class EvaluateConfig:
     model_dir: str = opt(None, "trained model folder", required=True)
     dataset: Optional[str] = opt(None, "built-in dataset to score on")
     split: str = opt("test", "split of --dataset", choices=SPLITS)
-    file: Optional[str] = opt(None, "labelled CSV/TSV/JSONL (classification) or CoNLL (ner) file to score on")
+    file: Optional[str] = opt(None, "labelled CSV/TSV/JSONL (classification) or CoNLL (ner) file to score on; "
+                              "image models: a folder per class or a CSV/JSONL of image path and label")
     text_column: str = opt("text", "CSV/TSV/JSONL column with the text")
     label_column: str = opt("label", "CSV/TSV/JSONL column with the label")
     pair_column: Optional[str] = opt(None, "optional second-text column")
+    image_column: str = opt("path", "CSV/JSONL column with the image path (image models)")
     limit: Optional[int] = opt(None, "score only the first N examples")
     output: Optional[str] = opt(None, "also save the report: a path ending in .html writes a report page "
                                  "(PNG plots beside it), any other path JSON")
@@ -35,7 +37,8 @@ class EvaluateConfig:
 @dataclass
 class PredictConfig:
     model_dir: str = opt(None, "trained model folder", required=True)
-    file: Optional[str] = opt(None, "text file, one text per line (also: arguments or stdin)")
+    file: Optional[str] = opt(None, "text file, one text (image models: one image path) per line (also: "
+                              "arguments or stdin)")
     json: bool = opt(False, "print one JSON result per line")
     batch_size: int = opt(64, "texts per model call")
 
@@ -73,6 +76,8 @@ class ServeConfig:
     rest_port: int = opt(8501, "REST port (0 = any free port, -1 = off)")
     max_batch_size: int = opt(64, "largest accepted batch")
     max_text_bytes: int = opt(10_000, "longest accepted text (UTF-8 bytes)")
+    max_image_bytes: int = opt(20 << 20, "largest accepted encoded image (inputs named *_bytes, tf.Example "
+                               "feature image)")
     poll_seconds: float = opt(5.0, "how often to look for new versions (0 = never)")
     keep_versions: Optional[int] = opt(None, "serve only the newest N versions (default: all)")
     intra_op_threads: int = opt(0, "threads one op may use (0 = all cores); 1 lowers batch-1 latency on "
@@ -86,7 +91,7 @@ class ServeConfig:
                                                   "default: TF Serving's defaults")
 
     def validate(self) -> "ServeConfig":
-        check_positive(self, "max_batch_size", "max_text_bytes", "keep_versions")
+        check_positive(self, "max_batch_size", "max_text_bytes", "max_image_bytes", "keep_versions")
         if self.batching_parameters_file and not self.enable_batching:
             raise ConfigError("batching_parameters_file is given but batching is off: add --enable-batching "
                               "(TF Serving would silently ignore the file)")

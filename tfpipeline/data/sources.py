@@ -1,4 +1,9 @@
-"""Resolve where a run's data comes from: a built-in dataset or the user's files."""
+"""Resolve where a run's data comes from: a built-in dataset or the user's files.
+
+User data is a CSV/TSV/JSONL file (classification), a CoNLL/BIO file (ner), or
+for image_classification a folder with one subfolder per class or a
+CSV/TSV/JSONL list of image paths (``readers.read_task_file`` picks the reader).
+"""
 from __future__ import annotations
 
 import random
@@ -7,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tfpipeline.config import DataOptions
 from tfpipeline.data.catalog import list_datasets, load_dataset
-from tfpipeline.data.examples import CLASSIFICATION, TaskData
+from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, TaskData
 from tfpipeline.data.readers import BadRows, read_task_file
 from tfpipeline.errors import DataError
 
@@ -19,9 +24,10 @@ def load_task_data(*, dataset: Optional[str] = None, task: Optional[str] = None,
                    **reader_options) -> TaskData:
     """Load splits from files (if ``train_file``) or the catalog, then apply the per-split limits.
 
-    With files and no ``validation_file``, 10% of the training file is held out
-    (deterministically, by ``seed``; stratified by label for classification, see
-    ``hold_out``) for early stopping.
+    For image_classification each "file" may also be a folder of class folders.
+    With files and no ``validation_file``, 10% of the training data is held out
+    (deterministically, by ``seed``; stratified by label for text and image
+    classification, see ``hold_out``) for early stopping.
     """
     if train_file:
         data = _from_files(task, train_file, validation_file, test_file, seed, BadRows(on_bad_rows), reader_options)
@@ -39,6 +45,9 @@ def load_task_data(*, dataset: Optional[str] = None, task: Optional[str] = None,
     if not data.validation:
         raise DataError(f"{data.name}: no validation examples")
     return data
+
+
+RECORDED_COLUMNS = ("text_column", "label_column", "pair_column", "image_column")   # reader options in a config
 
 
 def data_from_options(options: DataOptions, *, task: Optional[str] = None, seed: int = 13,
@@ -62,7 +71,7 @@ def data_from_options(options: DataOptions, *, task: Optional[str] = None, seed:
     if dataset and dataset in {info.name for info in list_datasets()}:
         return load_task_data(dataset=dataset, task=task, **limits)
     if dataset and config.get("train_file") == dataset:  # trained on files: the same files again
-        columns = {k: config[k] for k in ("text_column", "label_column", "pair_column") if config.get(k)}
+        columns = {k: config[k] for k in RECORDED_COLUMNS if config.get(k)}
         return load_task_data(task=task, train_file=dataset, validation_file=config.get("validation_file"),
                               test_file=config.get("test_file"), **limits, **columns)
     raise DataError(f"{recorded_in or 'the model folder'}: does not record its training data"
@@ -71,18 +80,19 @@ def data_from_options(options: DataOptions, *, task: Optional[str] = None, seed:
 
 
 VALIDATION_FRACTION = 0.1
+STRATIFIED_TASKS = (CLASSIFICATION, IMAGE_CLASSIFICATION)   # one label per example
 
 
 def hold_out(examples: Sequence, task: str, fraction: float, seed: int) -> Tuple[List, List]:
     """Split ``examples`` into (train, held out), seeded.
 
-    Classification is stratified by label: every label with at least two
-    examples puts ``round(fraction * n)`` of them (at least one) into the held-out
-    part, so rare classes are validated too; a label seen once stays in training.
-    NER sentences (many labels each) are held out at random.
+    Text and image classification are stratified by label: every label with at
+    least two examples puts ``round(fraction * n)`` of them (at least one) into
+    the held-out part, so rare classes are validated too; a label seen once stays
+    in training. NER sentences (many labels each) are held out at random.
     """
     rng = random.Random(seed)
-    if task != CLASSIFICATION:
+    if task not in STRATIFIED_TASKS:
         shuffled = list(examples)
         rng.shuffle(shuffled)
         cut = max(1, int(len(shuffled) * fraction))

@@ -94,6 +94,10 @@ class TextEncoder(tf.Module):
         with open(os.path.join(path, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
             json.dump(cfg, f, indent=2)
 
+    def metadata(self) -> Dict[str, int]:
+        """What a model folder's ``tfpipeline.json`` records about the preprocessing."""
+        return {"max_length": self.max_length}
+
     # ------------------------------------------------------------ encoding
     def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
         """[B] strings -> [B, (pieces)] int32 WordPiece ids, no special tokens."""

@@ -1,29 +1,32 @@
 """Score a trained model on labelled examples (the numbers in every report)."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.data.catalog import load_dataset
-from tfpipeline.data.examples import CLASSIFICATION
+from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION
 from tfpipeline.data.readers import read_task_file
 from tfpipeline.errors import DataError
 from tfpipeline.evaluation.reports import classification_report, ner_report
-from tfpipeline.inference import Predictor
+from tfpipeline.inference import ImagePredictor, Predictor
 
 
-def evaluate_examples(predictor: Predictor, examples: Sequence) -> Dict:
+def evaluate_examples(predictor: Union[Predictor, ImagePredictor], examples: Sequence) -> Dict:
     """Predict ``examples`` and build the task's report. Unknown gold labels are errors, not skipped."""
     if not examples:
         raise DataError("nothing to evaluate: no examples")
     labels = predictor.labels
-    if predictor.task == CLASSIFICATION:
+    if predictor.task in (CLASSIFICATION, IMAGE_CLASSIFICATION):
         for ex in examples:
             if ex.label is None:
                 raise DataError(f"{ex.origin}: example has no label")
             labels.id(ex.label, ex.origin)
-        pairs = [ex.text_pair for ex in examples] if examples[0].text_pair is not None else None
-        probs = predictor.class_probabilities([ex.text for ex in examples], pairs)
+        if predictor.task == IMAGE_CLASSIFICATION:
+            probs = predictor.class_probabilities([ex.image for ex in examples])
+        else:
+            pairs = [ex.text_pair for ex in examples] if examples[0].text_pair is not None else None
+            probs = predictor.class_probabilities([ex.text for ex in examples], pairs)
         predicted = [labels.name(i) for i in probs.argmax(axis=1)]
         return classification_report([ex.label for ex in examples], predicted, labels.names)
     for ex in examples:

@@ -10,7 +10,7 @@ import datetime
 import json
 import os
 import tempfile
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import tensorflow as tf
 import tensorflow_text
@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - a stale fingerprint only affects metri
 import tfpipeline
 
 from tfpipeline.errors import ExportError
+from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.export.signatures import serving_module
@@ -35,8 +36,8 @@ METADATA_FILE = "tfpipeline.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 
 
-def export_model(model, encoder: TextEncoder, labels: LabelMap, task: str, base_dir: str, model_name: str, *,
-                 version: Optional[int] = None, warmup_texts: Optional[Sequence[str]] = None,
+def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str, base_dir: str,
+                 model_name: str, *, version: Optional[int] = None, warmup_texts: Optional[Sequence[str]] = None,
                  source_dir: str = "") -> str:
     """Export a trained Keras model to ``<base_dir>/<model_name>/<version>/`` and return that path.
 
@@ -76,7 +77,7 @@ def _choose_version(model_root: str, version: Optional[int]) -> int:
     return version
 
 
-def _write_saved_model(path: str, model, encoder: TextEncoder, labels: LabelMap, task: str,
+def _write_saved_model(path: str, model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str,
                        warmup_texts, model_name: str, version: int, source_dir: str) -> None:
     with tempfile.TemporaryDirectory() as assets:
         encoder.save(assets)
@@ -142,10 +143,12 @@ def signature_table(path: str) -> Dict[str, dict]:
             if not key.startswith("__")}
 
 
-def export_metadata(path: str, task: str, labels: LabelMap, encoder: TextEncoder, model_name: str,
-                    version: int, source_dir: str) -> dict:
-    return {"task": task, "labels": labels.names, "max_length": encoder.max_length,
-            "lower_case": encoder.lower_case, "model_name": model_name, "version": version,
+def export_metadata(path: str, task: str, labels: LabelMap, encoder: Union[TextEncoder, ImageEncoder],
+                    model_name: str, version: int, source_dir: str) -> dict:
+    preprocessing = dict(encoder.metadata())
+    if isinstance(encoder, TextEncoder):
+        preprocessing["lower_case"] = encoder.lower_case
+    return {"task": task, "labels": labels.names, **preprocessing, "model_name": model_name, "version": version,
             "source_model_dir": os.path.abspath(source_dir) if source_dir else None,
             "signatures": signature_table(path),
             "tfpipeline_version": tfpipeline.__version__, "tensorflow_version": tf.__version__,

@@ -25,18 +25,26 @@ ner
     predict_ids                input_ids[B,T], attention_mask[B,T] int32 -> label_id[B,T] int32,
                                scores[B,T,C] float32 (per piece; first pieces carry the word label)
 
+image_classification (the ``ImageEncoder`` -- decode, resize, normalise -- is in the graph)
+    serving_default, predict   image_bytes[B] string (encoded JPEG/PNG/GIF/BMP; REST: {"b64": ...})
+                               -> label[B] string, label_id[B] int32, scores[B,C] float32
+    classify (Classify API)    inputs[B] serialized tf.Example{image: bytes} -> classes[B,C] string, scores[B,C]
+    predict_pixels             pixels[B,H,W,3] float32, 0..255, any H and W (already decoded; core ops only)
+                               -> label_id[B] int32, scores[B,C] float32
+
 Padding in [B,W] / [B,E] outputs: "" for strings, 0 for scores, -1 for offsets.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict
+from typing import Callable, Dict, Union
 
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, NER
-from tfpipeline.data.labels import LABELS_FILE, LabelMap
-from tfpipeline.data.tokenization import TOKENIZER_CONFIG, VOCAB_FILE, TextEncoder
+from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.images import PIXELS, ImageEncoder
+from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.decoding import bio_tables, char_offsets, merge_bio, word_scores
 from tfpipeline.errors import ExportError
 
@@ -45,7 +53,10 @@ TEXT_PAIR = tf.TensorSpec([None], tf.string, name="text_pair")
 EXAMPLES = tf.TensorSpec([None], tf.string, name="inputs")
 IDS = tf.TensorSpec([None, None], tf.int32, name="input_ids")
 MASK = tf.TensorSpec([None, None], tf.int32, name="attention_mask")
+IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
+PIXEL_INPUT = tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels")
 EXAMPLE_TEXT_FEATURE = "text"
+EXAMPLE_IMAGE_FEATURE = "image"
 PAD_OFFSET = -1
 
 SERVING_MODULES: Dict[str, type] = {}
@@ -62,21 +73,26 @@ def register_serving_module(task: str):
 class ServingModule(tf.Module):
     """Weights + encoder + label names; subclasses add the task's signature functions."""
 
-    def __init__(self, model, encoder: TextEncoder, labels: LabelMap, asset_dir: str = ""):
+    def __init__(self, model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, asset_dir: str = ""):
         super().__init__(name="tfpipeline_serving")
         self.encoder = encoder
         self.model_variables = list(model.variables)   # tracked: the only state that is saved
         self._logits: Callable = lambda features: model(features, training=False)  # not tracked
         self.label_names = tf.constant(labels.names)
         self.num_labels = len(labels)
-        if asset_dir:  # copied into <export>/assets/ so the export is self-describing
-            self.vocab_file = tf.saved_model.Asset(os.path.join(asset_dir, VOCAB_FILE))
-            self.labels_file = tf.saved_model.Asset(os.path.join(asset_dir, LABELS_FILE))
-            self.tokenizer_config = tf.saved_model.Asset(os.path.join(asset_dir, TOKENIZER_CONFIG))
+        if asset_dir:  # the encoder's and label files, copied into <export>/assets/: the export describes itself
+            self.asset_files = [tf.saved_model.Asset(os.path.join(asset_dir, name))
+                                for name in sorted(os.listdir(asset_dir))]
 
     def logits_from_ids(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tf.Tensor:
         return self._logits({"input_ids": input_ids, "attention_mask": attention_mask,
                              "token_type_ids": tf.zeros_like(input_ids)})
+
+    def decode_classes(self, logits):
+        """Class logits -> the classification outputs: label, label_id, scores (softmax)."""
+        scores = tf.nn.softmax(logits, axis=-1)
+        label_id = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        return {"label": tf.gather(self.label_names, label_id), "label_id": label_id, "scores": scores}
 
     def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
         raise NotImplementedError
@@ -92,28 +108,24 @@ class ClassifierServing(ServingModule):
 
     @tf.function(input_signature=[TEXT])
     def predict_text(self, text):
-        return self._decode(self._logits(self.encoder.pad(self.encoder.encode(text))))
+        return self.decode_classes(self._logits(self.encoder.pad(self.encoder.encode(text))))
 
     @tf.function(input_signature=[TEXT, TEXT_PAIR])
     def predict_pair(self, text, text_pair):
-        return self._decode(self._logits(self.encoder.pad(self.encoder.encode(text, text_pair))))
+        return self.decode_classes(self._logits(self.encoder.pad(self.encoder.encode(text, text_pair))))
 
     @tf.function(input_signature=[EXAMPLES])
     def classify_examples(self, inputs):
         parsed = tf.io.parse_example(inputs, {EXAMPLE_TEXT_FEATURE: tf.io.FixedLenFeature([], tf.string)})
-        scores = self._decode(self._logits(self.encoder.pad(self.encoder.encode(parsed[EXAMPLE_TEXT_FEATURE]))))
+        features = self.encoder.pad(self.encoder.encode(parsed[EXAMPLE_TEXT_FEATURE]))
+        scores = self.decode_classes(self._logits(features))
         classes = tf.tile(self.label_names[tf.newaxis], [tf.shape(inputs)[0], 1])
         return {"classes": classes, "scores": scores["scores"]}
 
     @tf.function(input_signature=[IDS, MASK])
     def predict_ids(self, input_ids, attention_mask):
-        out = self._decode(self.logits_from_ids(input_ids, attention_mask))
+        out = self.decode_classes(self.logits_from_ids(input_ids, attention_mask))
         return {"label_id": out["label_id"], "scores": out["scores"]}
-
-    def _decode(self, logits):
-        scores = tf.nn.softmax(logits, axis=-1)
-        label_id = tf.argmax(scores, axis=-1, output_type=tf.int32)
-        return {"label": tf.gather(self.label_names, label_id), "label_id": label_id, "scores": scores}
 
     def signatures(self):
         text = self.predict_text.get_concrete_function()
@@ -182,7 +194,39 @@ class TaggerServing(ServingModule):
                 "predict_ids": self.predict_ids.get_concrete_function()}
 
 
-def serving_module(model, encoder: TextEncoder, labels: LabelMap, task: str, asset_dir: str = "") -> ServingModule:
+@register_serving_module(IMAGE_CLASSIFICATION)
+class ImageClassifierServing(ServingModule):
+    """Image classification signatures: encoded bytes (or decoded pixels) in, label and scores out."""
+
+    @tf.function(input_signature=[IMAGE_BYTES])
+    def predict_images(self, image_bytes):
+        return self.decode_classes(self._logits({PIXELS: self.encoder.encode_batch(image_bytes)}))
+
+    @tf.function(input_signature=[EXAMPLES])
+    def classify_examples(self, inputs):
+        parsed = tf.io.parse_example(inputs, {EXAMPLE_IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)})
+        pixels = self.encoder.encode_batch(parsed[EXAMPLE_IMAGE_FEATURE])
+        scores = self.decode_classes(self._logits({PIXELS: pixels}))
+        classes = tf.tile(self.label_names[tf.newaxis], [tf.shape(inputs)[0], 1])
+        return {"classes": classes, "scores": scores["scores"]}
+
+    @tf.function(input_signature=[PIXEL_INPUT])
+    def predict_pixels(self, pixels):
+        out = self.decode_classes(self._logits({PIXELS: self.encoder.encode_pixels(pixels)}))
+        return {"label_id": out["label_id"], "scores": out["scores"]}
+
+    def signatures(self):
+        images = self.predict_images.get_concrete_function()
+        return {"serving_default": images, "predict": images,
+                "classify": self.classify_examples.get_concrete_function(),
+                "predict_pixels": self.predict_pixels.get_concrete_function()}
+
+    def method_names(self):
+        return {"classify": tf.saved_model.CLASSIFY_METHOD_NAME}
+
+
+def serving_module(model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str,
+                   asset_dir: str = "") -> ServingModule:
     """The registered serving module for ``task``."""
     if task not in SERVING_MODULES:
         raise ExportError(f"no serving module for task {task!r} (registered: {', '.join(sorted(SERVING_MODULES))})")

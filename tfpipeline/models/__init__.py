@@ -1,6 +1,7 @@
 """Pretrained checkpoints, Keras task models, PEFT, and the registry of model kinds.
 
 Importing the package registers every model kind (``kinds``: task models;
-``zeroshot``: label-vector classifiers; ``cloze``: masked-LM prompt classifiers).
+``zeroshot``: label-vector classifiers; ``cloze``: masked-LM prompt classifiers;
+``image_model``: image classifiers).
 """
-from tfpipeline.models import cloze, kinds, zeroshot  # noqa: F401  (register their model kinds)
+from tfpipeline.models import cloze, image_model, kinds, zeroshot  # noqa: F401  (register their model kinds)

@@ -24,18 +24,29 @@ Where the numbers come from:
   GLUE runs (Hu et al. 2021: 4e-4..5e-4 and 3e-4..4e-4). Not re-measured
   here (no such checkpoint ships offline).
 
-The data-dependent parts (how many epochs at most, which max length) are rules
-in ``training.effective_recipe``; their constants live here with the rest.
+- ``mobilenet_v2`` (image classification, the offline image default): AdamW
+  on the whole network with a new head; see the README's image table for the
+  rate comparison it was chosen from. Resolution: a CNN runs at any size, so
+  ``auto`` takes the training images' median side rounded up to a multiple of
+  32, between 96 (MobileNetV2's smallest ImageNet-trained resolution) and 224
+  (its pretraining resolution): small images are not blown up to 224 for
+  nothing, large photos are not shrunk below what the features were learnt at.
+- ViT folders (image classification): by width like the text encoders; their
+  resolution is the checkpoint's own (its position embeddings fix it).
+
+The data-dependent parts (how many epochs at most, which max length or image
+size) are rules in ``training.effective_recipe``; their constants live here with the rest.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
-from tfpipeline.data.examples import CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER
 from tfpipeline.models.checkpoint import ALIASES, resolve_checkpoint
+from tfpipeline.models.image_model import is_mobilenet, resolve_image_checkpoint
 from tfpipeline.errors import CheckpointError
 
 
@@ -56,11 +67,14 @@ class Recipe:
     max_updates: int = 3000                # ... at most this many,
     min_epochs: int = 3                    # ... and between these many epochs
     max_epochs: int = 20
+    image_sizes: Tuple[int, int] = (224, 224)   # auto image size range (CNNs; ViTs use their own size)
 
     def learning_rate(self, task: str, peft: Optional[str] = None) -> float:
         if peft:
             return self.peft_learning_rate
-        return self.learning_rates.get(task, self.learning_rates[CLASSIFICATION])
+        if task in self.learning_rates:
+            return self.learning_rates[task]
+        return self.learning_rates.get(CLASSIFICATION) or next(iter(self.learning_rates.values()))
 
 
 SMALL = Recipe("small-encoder", {CLASSIFICATION: 1e-4, NER: 2e-4})
@@ -68,6 +82,7 @@ MINILM = Recipe("minilm", SMALL.learning_rates, max_length_cap=128)
 BASE = Recipe("base-encoder", {CLASSIFICATION: 5e-5, NER: 5e-5}, peft_learning_rate=5e-4, max_length_cap=512)
 LARGE = Recipe("large-encoder", {CLASSIFICATION: 2e-5, NER: 2e-5}, peft_learning_rate=3e-4, batch_size=16,
                max_length_cap=512)
+MOBILENET = Recipe("mobilenet_v2", {IMAGE_CLASSIFICATION: 1e-3}, image_sizes=(96, 224))
 
 
 def read_checkpoint_config(checkpoint_dir: str) -> Dict:
@@ -79,11 +94,19 @@ def read_checkpoint_config(checkpoint_dir: str) -> Dict:
         raise CheckpointError(f"{path}: cannot read the checkpoint config ({e})") from None
 
 
-def recipe_for(model: Optional[str]) -> Recipe:
-    """The recipe of checkpoint ``model`` (an alias such as ``minilm``, or a local folder)."""
+def recipe_for(model: Optional[str], task: str = CLASSIFICATION) -> Recipe:
+    """The recipe of checkpoint ``model`` (an alias such as ``minilm``, or a local folder) for ``task``."""
+    if task == IMAGE_CLASSIFICATION:
+        if is_mobilenet(model):
+            return MOBILENET
+        return _by_width(resolve_image_checkpoint(model))
     if model is None or model in ALIASES:
         return MINILM
-    hidden = int(read_checkpoint_config(resolve_checkpoint(model)).get("hidden_size") or 768)
+    return _by_width(resolve_checkpoint(model))
+
+
+def _by_width(checkpoint_dir: str) -> Recipe:
+    hidden = int(read_checkpoint_config(checkpoint_dir).get("hidden_size") or 768)
     if hidden <= 512:
         return SMALL
     return BASE if hidden < 1024 else LARGE

@@ -10,7 +10,14 @@ kind is one ``register_model_kind`` call in its own module:
 * ``task``          -- ``TaskModel`` (transformers task head), optionally with
                        unmerged PEFT adapters (``peft_weights.npz``);
 * ``label_vectors`` -- zero/few-shot similarity classifier (``models.zeroshot``);
-* ``cloze``         -- masked-LM prompt classifier (``models.cloze``).
+* ``cloze``         -- masked-LM prompt classifier (``models.cloze``);
+* ``image``         -- image classifier (``models.image_model``), the kind of
+                       every ``image_classification`` folder.
+
+Each kind also writes its own checkpoint (``write_checkpoint``): an HF
+``save_pretrained`` for the BERT kinds, the image classifier's own format for
+images. PEFT wrappers are taken out first (``detached``), so the checkpoint is
+always the plain architecture.
 """
 from __future__ import annotations
 
@@ -18,26 +25,36 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping
 
 
+from tfpipeline.config import IMAGE_CLASSIFICATION
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.errors import CheckpointError
-from tfpipeline.models.peft import apply_peft, applied_method, load_peft_weights, options_from_metadata, \
-    save_peft_weights
+from tfpipeline.models.peft import (apply_peft, applied_method, detached, load_peft_weights,
+                                   options_from_metadata, save_peft_weights)
 from tfpipeline.models.task_model import build_task_model
 
 TASK_KIND = "task"
+IMAGE_KIND = "image"
 
 
 def _no_extra_files(model, directory: str) -> None:
     """Kinds whose whole state is the HF checkpoint write nothing more."""
 
 
+def save_hf_checkpoint(model, directory: str) -> None:
+    """The transformers model inside, as a plain HF checkpoint (``config.json`` + ``tf_model.h5``)."""
+    with detached(model):
+        model.backbone.save_pretrained(directory)
+
+
 @dataclass(frozen=True)
 class ModelKind:
-    """``load(folder, metadata, labels) -> Keras model``; ``write_extra(model, folder)`` adds the kind's files."""
+    """``load(folder, metadata, labels) -> Keras model``; ``write_checkpoint`` / ``write_extra(model, folder)``
+    write the weights and the kind's other files."""
 
     name: str
     load: Callable[[str, Mapping[str, Any], LabelMap], Any]
     write_extra: Callable[[Any, str], None] = _no_extra_files
+    write_checkpoint: Callable[[Any, str], None] = save_hf_checkpoint
 
 
 MODEL_KINDS: Dict[str, ModelKind] = {}
@@ -50,13 +67,15 @@ def register_model_kind(kind: ModelKind) -> ModelKind:
 
 def model_kind(name: str) -> ModelKind:
     if name not in MODEL_KINDS:
-        raise CheckpointError(f"unknown model kind {name!r} in tfpipeline.json (known: {', '.join(sorted(MODEL_KINDS))})"
-                              "; was the folder written by a newer tfpipeline?")
+        known = ", ".join(sorted(MODEL_KINDS))
+        raise CheckpointError(f"unknown model kind {name!r} in tfpipeline.json (known: {known}); was the folder "
+                              "written by a newer tfpipeline?")
     return MODEL_KINDS[name]
 
 
 def kind_of(meta: Mapping[str, Any]) -> str:
-    return meta.get("head") or TASK_KIND
+    """The kind a folder's metadata names (``head``), else the one its task implies."""
+    return meta.get("head") or (IMAGE_KIND if meta.get("task") == IMAGE_CLASSIFICATION else TASK_KIND)
 
 
 def _load_task_model(directory: str, meta: Mapping[str, Any], labels: LabelMap):

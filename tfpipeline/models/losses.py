@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Tuple
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER
 from tfpipeline.data.tokenization import IGNORE_INDEX
 from tfpipeline.errors import ConfigError
 
@@ -49,8 +49,13 @@ def register_task_loss(task: str, factory: LossFactory) -> None:
     TASK_LOSSES[task] = factory
 
 
-register_task_loss(CLASSIFICATION, lambda: (tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                            [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]))
+def _class_loss():
+    return (tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
+register_task_loss(CLASSIFICATION, _class_loss)
+register_task_loss(IMAGE_CLASSIFICATION, _class_loss)
 register_task_loss(NER, lambda: (MaskedSparseCategoricalCrossentropy(), [MaskedAccuracy()]))
 
 

@@ -6,7 +6,9 @@ import tf_keras
 
 from tfpipeline.errors import ConfigError
 
-NO_DECAY = ["LayerNorm", "layer_norm", "bias"]
+# Normalisation scales/offsets and biases are not decayed: BERT's LayerNorm, ViT's layernorm_* and
+# MobileNetV2's BatchNorm all name theirs gamma/beta.
+NO_DECAY = ["LayerNorm", "layer_norm", "gamma", "beta", "bias"]
 
 
 @tf_keras.utils.register_keras_serializable(package="tfpipeline")

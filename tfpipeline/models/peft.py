@@ -1,4 +1,4 @@
-"""Parameter-efficient fine-tuning for HF TF BERT: LoRA and bottleneck adapters.
+"""Parameter-efficient fine-tuning for HF TF BERT and ViT: LoRA and bottleneck adapters.
 
 Both work by wrapping existing ``Dense`` layers of the built backbone:
 
@@ -96,10 +96,24 @@ class AdapterDense(tf_keras.layers.Layer):
         return hidden + self.up(self.down(hidden))
 
 
+FFN_OUTPUTS = ("bert_output", "vit_output")   # the FFN output block's attribute in BERT / ViT layers
+
+
 def _encoder_layers(model) -> List:
     backbone = getattr(model, "backbone", model)
-    main = getattr(backbone, backbone.base_model_prefix)
-    return list(main.encoder.layer)
+    prefix = getattr(backbone, "base_model_prefix", None)
+    if prefix is None or not hasattr(getattr(backbone, prefix, None), "encoder"):
+        raise ConfigError(f"PEFT (LoRA, adapters) wraps transformer attention layers (BERT, ViT); "
+                          f"{type(getattr(model, 'backbone', model)).__name__} has none: train it fully "
+                          "(no --peft)")
+    return list(getattr(backbone, prefix).encoder.layer)
+
+
+def _ffn_output(layer):
+    for name in FFN_OUTPUTS:
+        if hasattr(layer, name):
+            return getattr(layer, name)
+    raise ConfigError(f"adapters do not know the layer {type(layer).__name__} (known: BERT, ViT)")
 
 
 def _targets(model, method: str) -> Iterator[Tuple[str, object, str]]:
@@ -110,7 +124,7 @@ def _targets(model, method: str) -> Iterator[Tuple[str, object, str]]:
                 yield f"layer_{i}/{name}", layer.attention.self_attention, name
         else:
             yield f"layer_{i}/attention_output", layer.attention.dense_output, "dense"
-            yield f"layer_{i}/output", layer.bert_output, "dense"
+            yield f"layer_{i}/output", _ffn_output(layer), "dense"
 
 
 def apply_peft(model, options: PeftOptions) -> Dict[str, int]:

@@ -33,7 +33,7 @@ import tensorflow as tf
 import tf_keras
 
 from tfpipeline.bundle import ModelBundle, read_metadata
-from tfpipeline.config import DistillConfig
+from tfpipeline.config import TEXT_TASKS, DistillConfig
 from tfpipeline.data.examples import TaskData
 from tfpipeline.data.pipeline import batches_per_epoch, make_dataset
 from tfpipeline.data.sources import data_from_options
@@ -231,6 +231,9 @@ def distill(config: DistillConfig, *, data: Optional[TaskData] = None) -> TrainR
     cfg = config.validate()
     say = (lambda *a, **k: None) if cfg.quiet else print
     meta = read_metadata(cfg.teacher_dir)
+    if meta["task"] not in TEXT_TASKS:
+        raise CheckpointError(f"{cfg.teacher_dir}: distillation drops BERT encoder layers; this is a "
+                              f"{meta['task']} model")
     recipe = recipe_for(cfg.teacher_dir)   # the student has the teacher's width, so the same kind of recipe
     chosen_recipe = fill_settings(cfg, {"learning_rate": recipe.learning_rate(meta["task"]),
                                         "batch_size": recipe.batch_size}, f"{recipe.name} recipe")

@@ -6,6 +6,10 @@ is filled here, before any model is built:
 - learning rate, batch size, warmup, weight decay: the checkpoint's recipe
   (``models.checkpoint_recipes``); the learning rate per task, or the PEFT
   rate with LoRA / adapters.
+- model: MiniLM for text tasks, MobileNetV2 for image classification.
+- image size (image classification): a ViT's own; for CNNs the median side of
+  (up to 500 of) the training images, rounded up to a multiple of 32, within
+  the recipe's range.
 - max length: the ``length_percentile`` of the training texts' token lengths
   (special tokens included), rounded up to a multiple of 8, never above the
   recipe's cap or the checkpoint's position table. Short-text data stops
@@ -28,21 +32,26 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfpipeline.config import NER, TrainConfig
+from tfpipeline.config import DEFAULT_CHECKPOINT, DEFAULT_IMAGE_CHECKPOINT, IMAGE_CLASSIFICATION, NER, TrainConfig
 from tfpipeline.data.examples import TaskData
+from tfpipeline.data.image_files import image_sizes
+from tfpipeline.data.image_pipeline import image_batches_per_epoch
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.pipeline import batches_per_epoch, sequence_lengths
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.models.checkpoint import resolve_checkpoint
 from tfpipeline.models.checkpoint_recipes import Recipe, position_limit, recipe_for
+from tfpipeline.models.image_model import native_image_size
 
 USER = "set"
 LENGTH_MULTIPLE = 8
 MIN_AUTO_LENGTH = 16
+IMAGE_SIZE_MULTIPLE = 32     # CNN strides: 32 is MobileNetV2's output stride
+IMAGE_SIZE_SAMPLE = 500      # images whose headers are read to choose the size
 
 
 @dataclass(frozen=True)
@@ -68,9 +77,11 @@ class EffectiveRecipe:
         epochs_text = (f"epochs auto (at most {epochs.value}: {epochs.source}; "
                        f"{anneal_rule(self.config.early_stopping_patience)})" if self.auto_epochs
                        else f"epochs {epochs.value} ({epochs.source})")
-        return (f"lr {short_number(s['learning_rate'].value)} ({s['learning_rate'].source}), "
-                f"batch {s['batch_size'].value} "
-                f"({s['batch_size'].source}), max length {s['max_length'].value} ({s['max_length'].source}), "
+        size = (f"image size {s['image_size'].value} ({s['image_size'].source})" if "image_size" in s
+                else f"max length {s['max_length'].value} ({s['max_length'].source})")
+        model = f"model {s['model'].value} ({s['model'].source}), " if "model" in s else ""
+        return (f"{model}lr {short_number(s['learning_rate'].value)} ({s['learning_rate'].source}), "
+                f"batch {s['batch_size'].value} ({s['batch_size'].source}), {size}, "
                 f"{epochs_text}, warmup {s['warmup_ratio'].value:.3g} ({s['warmup_ratio'].source}), "
                 f"weight decay {s['weight_decay'].value:g} ({s['weight_decay'].source})")
 
@@ -124,40 +135,51 @@ def epoch_cap(steps_per_epoch: int, units: int, recipe: Recipe) -> int:
     return min(max(math.ceil(planned / max(steps_per_epoch, 1)), recipe.min_epochs), recipe.max_epochs)
 
 
+def auto_image_size(sizes: Sequence[Tuple[int, int]], recipe: Recipe) -> int:
+    """Median side of the sampled images (width and height pooled), rounded up to a multiple of 32,
+    within the recipe's range."""
+    low, high = recipe.image_sizes
+    if not sizes:
+        return high
+    median = float(np.median([side for size in sizes for side in size]))
+    rounded = int(math.ceil(median / IMAGE_SIZE_MULTIPLE) * IMAGE_SIZE_MULTIPLE)
+    return max(low, min(rounded, high))
+
+
+def default_model(task: str) -> str:
+    return DEFAULT_IMAGE_CHECKPOINT if task == IMAGE_CLASSIFICATION else DEFAULT_CHECKPOINT
+
+
 def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replicas: int = 1,
                    static_shapes: bool = False) -> EffectiveRecipe:
     """Fill ``cfg``'s ``auto`` fields for training on ``data`` (see the module docstring)."""
-    recipe = recipe_for(cfg.model)
-    checkpoint = resolve_checkpoint(cfg.model)
-    source = f"{recipe.name} recipe"
     settings: Dict[str, Setting] = {}
 
-    def pick(name: str, default: Any, why: str = source) -> Any:
+    def pick(name: str, default: Any, why: str) -> Any:
         given = getattr(cfg, name)
         settings[name] = Setting(given, USER) if given is not None else Setting(default, why)
         return settings[name].value
 
+    model = pick("model", default_model(data.task), f"{data.task} default")
+    recipe = recipe_for(model, data.task)
+    source = f"{recipe.name} recipe"
     pick("learning_rate", recipe.learning_rate(data.task, cfg.peft), f"{source}, {cfg.peft or data.task}")
-    batch_size = pick("batch_size", recipe.batch_size)
-    pick("weight_decay", recipe.weight_decay)
-
-    limit = min(recipe.max_length_cap, position_limit(checkpoint))
-    lengths = None
-    if cfg.max_length is None:
-        lengths = sequence_lengths(data.train, TextEncoder.from_directory(checkpoint, max_length=limit), data.task)
-        pick("max_length", auto_max_length(lengths, recipe, limit),
-             f"p{recipe.length_percentile:g} of {len(lengths):,} training lengths, cap {limit}")
+    batch_size = pick("batch_size", recipe.batch_size, source)
+    pick("weight_decay", recipe.weight_decay, source)
+    if data.task == IMAGE_CLASSIFICATION:
+        native = native_image_size(model)
+        if native is not None:
+            pick("image_size", native, "the checkpoint's own")
+        else:
+            sizes = image_sizes(data.train, limit=IMAGE_SIZE_SAMPLE)
+            pick("image_size", auto_image_size(sizes, recipe),
+                 f"median side of {len(sizes):,} training images, range {recipe.image_sizes[0]}-"
+                 f"{recipe.image_sizes[1]}")
+        steps = image_batches_per_epoch(len(data.train), batch_size * replicas, static_shapes=static_shapes)
+        lengths = None
     else:
-        pick("max_length", None)
-    max_length = settings["max_length"].value
-
-    encoder = TextEncoder.from_directory(checkpoint, max_length=max_length)
-    if lengths is None and cfg.bucket and not static_shapes:
-        lengths = sequence_lengths(data.train, encoder, data.task)
-    if lengths is not None:   # one tokenization pass serves the length choice, the step count and the dataset
-        lengths = [min(n, max_length) for n in lengths]
-    steps = batches_per_epoch(data.train, encoder, data.task, batch_size * replicas,
-                              static_shapes=static_shapes, bucket=cfg.bucket, lengths=lengths)
+        steps, lengths = _text_lengths_and_steps(cfg, data, recipe, source, model, batch_size * replicas,
+                                                 static_shapes, pick)
     auto_epochs = cfg.epochs is None
     units = label_units(labels, data.task)
     cap = epoch_cap(steps, units, recipe)
@@ -168,4 +190,28 @@ def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replic
 
     filled = dataclasses.replace(cfg, **{name: s.value for name, s in settings.items()})
     return EffectiveRecipe(filled.validate(), settings, auto_epochs, steps, recipe, lengths)
+
+
+def _text_lengths_and_steps(cfg: TrainConfig, data: TaskData, recipe: Recipe, source: str, model: str,
+                            global_batch: int, static_shapes: bool,
+                            pick: Callable[[str, Any, str], Any]) -> Tuple[int, Optional[List[int]]]:
+    """Text tasks: the max length (picked), the steps per epoch and the training texts' token lengths."""
+    checkpoint = resolve_checkpoint(model)
+    limit = min(recipe.max_length_cap, position_limit(checkpoint))
+    lengths = None
+    if cfg.max_length is None:
+        lengths = sequence_lengths(data.train, TextEncoder.from_directory(checkpoint, max_length=limit), data.task)
+        max_length = pick("max_length", auto_max_length(lengths, recipe, limit),
+                          f"p{recipe.length_percentile:g} of {len(lengths):,} training lengths, cap {limit}")
+    else:
+        max_length = pick("max_length", None, source)
+
+    encoder = TextEncoder.from_directory(checkpoint, max_length=max_length)
+    if lengths is None and cfg.bucket and not static_shapes:
+        lengths = sequence_lengths(data.train, encoder, data.task)
+    if lengths is not None:   # one tokenization pass serves the length choice, the step count and the dataset
+        lengths = [min(n, max_length) for n in lengths]
+    steps = batches_per_epoch(data.train, encoder, data.task, global_batch,
+                              static_shapes=static_shapes, bucket=cfg.bucket, lengths=lengths)
+    return steps, lengths
 

@@ -1,5 +1,9 @@
 """``train``: data -> tf.data -> Keras ``fit`` -> best weights -> evaluation -> model folder.
 
+Text and image tasks share everything but ``task_inputs`` (encoder, the two
+tf.data pipelines, the model builder): the recipe, schedule, callbacks,
+epoch choice, evaluation and model folder are the same code.
+
 Each step is also a public function so a plain Keras script can use the
 pieces directly (see README "Use from Python"): ``fit_model`` builds,
 compiles and fits a ``ModelBundle``; ``train`` adds evaluation and writes the
@@ -21,9 +25,11 @@ import tf_keras
 
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.config import TrainConfig, make_config, with_overrides
-from tfpipeline.data.examples import CLASSIFICATION, TaskData
+from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, TaskData
+from tfpipeline.data.image_pipeline import make_image_dataset
+from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
-from tfpipeline.data.pipeline import batches_per_epoch, make_dataset
+from tfpipeline.data.pipeline import make_dataset
 from tfpipeline.data.readers import summarize_bad_rows
 from tfpipeline.data.sources import data_from_options
 from tfpipeline.data.tokenization import TextEncoder
@@ -31,6 +37,7 @@ from tfpipeline.evaluation.evaluate import evaluate_examples
 from tfpipeline.evaluation.html_report import write_html_report
 from tfpipeline.evaluation.reports import format_report
 from tfpipeline.models.checkpoint import resolve_checkpoint
+from tfpipeline.models.image_model import build_image_model, checkpoint_encoder
 from tfpipeline.models.peft import apply_peft, merge_lora, peft_metadata, save_peft_weights
 from tfpipeline.models.task_model import build_task_model
 from tfpipeline.staging import staged_output
@@ -112,6 +119,40 @@ def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: in
             "annealed": annealed + 1 if annealed is not None and annealed < run else None}
 
 
+@dataclass
+class TaskInputs:
+    """What differs between text and image training: the encoder, the two datasets and the model builder."""
+
+    encoder: Union[TextEncoder, ImageEncoder]
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    build_model: Callable[[], tf_keras.Model]   # called inside the strategy scope
+
+
+def task_inputs(cfg: TrainConfig, data: TaskData, labels: LabelMap, recipe: EffectiveRecipe, global_batch: int,
+                static: bool) -> TaskInputs:
+    """Encoder, tf.data pipelines and model builder for ``data.task`` (``cfg`` fully resolved)."""
+    if data.task == IMAGE_CLASSIFICATION:
+        encoder = checkpoint_encoder(cfg.model, cfg.image_size)
+        common = dict(batch_size=global_batch, static_shapes=static, seed=cfg.seed)
+        return TaskInputs(
+            encoder,
+            make_image_dataset(data.train, encoder, labels, training=True, augmentation=cfg.augmentation, **common),
+            make_image_dataset(data.validation, encoder, labels, **common),
+            lambda: build_image_model(cfg.model, labels, cfg.image_size, dropout=cfg.dropout,
+                                      pretrained=not cfg.from_scratch))
+    checkpoint = resolve_checkpoint(cfg.model)
+    encoder = TextEncoder.from_directory(checkpoint, max_length=cfg.max_length)
+    return TaskInputs(
+        encoder,
+        make_dataset(data.train, encoder, labels, data.task, batch_size=global_batch, training=True,
+                     static_shapes=static, bucket=cfg.bucket, seed=cfg.seed, lengths=recipe.train_lengths),
+        make_dataset(data.validation, encoder, labels, data.task, batch_size=global_batch, static_shapes=static,
+                     bucket=cfg.bucket),
+        lambda: build_task_model(checkpoint, data.task, labels, dropout=cfg.dropout,
+                                 pretrained=not cfg.from_scratch))
+
+
 def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
               strategy: Optional[tf.distribute.Strategy] = None,
               callbacks: Sequence[tf_keras.callbacks.Callback] = (),
@@ -129,23 +170,17 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
     static = cfg.static_shapes or is_tpu(strategy)
     recipe = resolve_recipe(cfg, data, labels, replicas=strategy.num_replicas_in_sync, static_shapes=static)
     cfg = recipe.config
-    checkpoint = resolve_checkpoint(cfg.model)
-    encoder = TextEncoder.from_directory(checkpoint, max_length=cfg.max_length)
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     tf_keras.utils.set_random_seed(cfg.seed)
-
-    train_ds = make_dataset(data.train, encoder, labels, task, batch_size=global_batch, training=True,
-                            static_shapes=static, bucket=cfg.bucket, seed=cfg.seed, lengths=recipe.train_lengths)
-    val_ds = make_dataset(data.validation, encoder, labels, task, batch_size=global_batch,
-                          static_shapes=static, bucket=cfg.bucket)
+    inputs = task_inputs(cfg, data, labels, recipe, global_batch, static)
+    train_ds, val_ds = inputs.train, inputs.validation
     steps = recipe.steps_per_epoch
     monitor = SELECTION_METRIC.get(task, "val_accuracy")
     previous_policy = tf_keras.mixed_precision.global_policy()
     try:
         tf_keras.mixed_precision.set_global_policy(cfg.precision)
         with strategy.scope():
-            bundle = ModelBundle(build_task_model(checkpoint, task, labels, dropout=cfg.dropout), encoder, labels,
-                                 task)
+            bundle = ModelBundle(inputs.build_model(), inputs.encoder, labels, task)
             if cfg.peft:
                 apply_peft(bundle.model, cfg.peft_options())
             bundle.compile(learning_rate=cfg.learning_rate, total_steps=cfg.epochs * steps,
@@ -156,7 +191,7 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
         say(f"[tfpipeline] {data.name}: {task}, {len(labels)} labels, train {len(data.train)} / "
             f"validation {len(data.validation)} / test {len(data.test)}; model {cfg.model} "
             f"({params['trainable']:,} trainable params); {strategy.num_replicas_in_sync} replica(s), "
-            f"global batch {global_batch}, {'static' if static else 'bucketed'} shapes")
+            f"global batch {global_batch}, {shapes_note(task, cfg, static)}")
         say(f"[tfpipeline] recipe: {recipe.describe()}")
         scorer = [ValidationEntityF1(bundle.predictor(batch_size=max(global_batch, 64)), data.validation)] \
             if monitor == ENTITY_F1 else []
@@ -181,10 +216,17 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
     return FitResult(bundle, dict(history.history), params, train_seconds, global_batch, recipe, epochs)
 
 
+def shapes_note(task: str, cfg: TrainConfig, static: bool) -> str:
+    """How batches are shaped, for the header line."""
+    if task == IMAGE_CLASSIFICATION:
+        return f"{cfg.image_size}x{cfg.image_size} images, augmentation {cfg.augmentation}"
+    return f"{'static' if static else 'bucketed'} shapes"
+
+
 def check_labels(data: TaskData, labels: LabelMap) -> None:
     """Every validation/test label must be known: an unknown one names its file and line, before training."""
     for ex in list(data.validation) + list(data.test):
-        for name in ([ex.label] if data.task == CLASSIFICATION else list(ex.tags or [])):
+        for name in ([ex.label] if data.task in (CLASSIFICATION, IMAGE_CLASSIFICATION) else list(ex.tags or [])):
             labels.id(name, ex.origin)
 
 

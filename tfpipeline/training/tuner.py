@@ -111,7 +111,7 @@ def with_task_defaults(tune: TuneConfig, base: TrainConfig, task: str) -> TuneCo
     """``tune`` with its ``auto`` values filled: the learning-rate range around the checkpoint recipe's
     rate for ``task`` (/4 to x2; a given bound stays, the other is kept on its side of it) and the
     task's validation score as the objective."""
-    rate = recipe_for(base.model).learning_rate(task)
+    rate = recipe_for(base.model, task).learning_rate(task)
     low = tune.learning_rate_min or min(rate / 4, tune.learning_rate_max or rate)
     high = tune.learning_rate_max or max(rate * 2, low)
     return dataclasses.replace(tune, learning_rate_min=low, learning_rate_max=high,
