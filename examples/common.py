@@ -67,9 +67,11 @@ def workspace(args, recipe_name: str) -> Iterator[str]:
         yield path
 
 
-def train_model(options: dict, workdir: str, name: str, *, smoke: bool, model_dir: Optional[str] = None):
+def train_model(options: dict, workdir: str, name: str, *, smoke: bool, model_dir: Optional[str] = None,
+                data=None):
     """Fine-tune with ``tfpipeline`` (the same call as ``tfpipeline train``); returns the model folder.
 
+    ``data``: a ``TaskData`` the recipe built itself (else the options name a dataset).
     Prints the evaluation report on the dataset's test split.
     """
     if model_dir:
@@ -83,8 +85,8 @@ def train_model(options: dict, workdir: str, name: str, *, smoke: bool, model_di
     elif smoke:
         options.update(SMOKE_TRAIN, model=smoke_checkpoint(workdir))
     options.update(output_dir=os.path.join(workdir, name), overwrite=True)
-    result = train(options)
-    metric = "accuracy" if "accuracy" in result.report else "f1"
+    result = train(options, data=data)
+    metric = next(m for m in ("accuracy", "f1", "recall@1") if m in result.report)
     print(f"[{name}] {result.report['split']} {metric}: {result.report[metric]:.3f}"
           + ("  (smoke run: tiny random model, meaningless)" if smoke else ""))
     return result.output_dir
@@ -110,6 +112,16 @@ def smoke_image_checkpoint(workdir: str) -> str:
     return path
 
 
+def untuned_embedding_predictor(encoder, *, smoke: bool, workdir: str):
+    """The checkpoint's encoder as an embedding model, before any fine-tuning (the baseline of retrieval recipes)."""
+    from tfpipeline.data.examples import EMBEDDING
+    from tfpipeline.bundle import ModelBundle
+    from tfpipeline.models.embedding_model import build_embedding_model, similarity_labels
+
+    model = build_embedding_model(smoke_checkpoint(workdir) if smoke else None)
+    return ModelBundle(model, encoder, similarity_labels(), EMBEDDING).predictor()
+
+
 def predictor(model_dir: str):
     from tfpipeline.bundle import ModelBundle
 
@@ -130,9 +142,11 @@ def threshold_table(probs: np.ndarray, gold: np.ndarray, thresholds) -> list:
 
 
 @contextlib.contextmanager
-def served(models: Dict[str, str], workdir: str) -> Iterator[dict]:
+def served(models: Dict[str, str], workdir: str, documents: Optional[Dict[str, tuple]] = None) -> Iterator[dict]:
     """Export each model folder and serve them from one local server; yields {name: RestClient}.
 
+    ``documents``: {name: (ids, texts)} for embedding models, exported with that
+    document index (the ``search`` signature; ``tfpipeline index`` in Python).
     Loopback only, on a free port; the server stops when the block ends.
     """
     from serving import ModelServer, RestClient
@@ -141,7 +155,10 @@ def served(models: Dict[str, str], workdir: str) -> Iterator[dict]:
     base = os.path.join(workdir, "exports")
     for name, model_dir in models.items():
         shutil.rmtree(os.path.join(base, name), ignore_errors=True)    # one fresh version 1 per run
-        print(f"[serve] exported {name} -> {ModelBundle.load(model_dir).export(base, name)}")
+        bundle = ModelBundle.load(model_dir)
+        ids, texts = (documents or {}).get(name, (None, None))
+        index = bundle.document_index(texts, ids) if texts is not None else None
+        print(f"[serve] exported {name} -> {bundle.export(base, name, index=index)}")
     with ModelServer(base, host="127.0.0.1", grpc_port=None, rest_port=0, poll_seconds=0) as server:
         print(f"[serve] REST API at {server.rest_url}/v1/models/{{{','.join(models)}}}")
         yield {name: RestClient(server.rest_url, name) for name in models}

@@ -7,7 +7,8 @@ import pytest
 
 from tfpipeline.data import catalog
 from tfpipeline.data.catalog import is_available, list_datasets, load_dataset
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER, ImageExample, TextExample, TokenExample
+from tfpipeline.data.examples import (CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, ImageExample, PairExample,
+                                      TextExample, TokenExample)
 from tfpipeline.errors import DataError
 
 # name -> (task, (min, max) examples over all splits, number of labels)
@@ -22,6 +23,7 @@ EXPECTED = {
     "drug_reviews": (CLASSIFICATION, (400, 979), 10),
     "fashion_mnist": (IMAGE_CLASSIFICATION, (70_000, 70_000), 10),
     "digits": (IMAGE_CLASSIFICATION, (1_797, 1_797), 10),
+    "faq_pairs": (EMBEDDING, (850, 900), 0),          # (question, answer) pairs: no labels
 }
 NAMES = [info.name for info in list_datasets()]
 
@@ -32,12 +34,16 @@ def _need(name):
 
 
 def _golds(data, split):
+    if data.task == EMBEDDING:
+        return set()
     return {tag for ex in split for tag in ex.tags} if data.task == NER else {ex.label for ex in split}
 
 
 def _keys(split):
+    """What must not repeat across splits: the image, the text, or a pair's question."""
     return {ex.image if isinstance(ex, ImageExample) else
-            (" ".join(ex.tokens) if isinstance(ex, TokenExample) else ex.text).casefold() for ex in split}
+            (" ".join(ex.tokens) if isinstance(ex, TokenExample) else
+             ex.query if isinstance(ex, PairExample) else ex.text).casefold() for ex in split}
 
 
 def test_catalog_lists_every_expected_dataset_with_a_pinned_package():
@@ -64,9 +70,12 @@ def test_dataset_splits_are_clean_consistent_and_disjoint(name):
         assert data.labels[0] == "O" and data.labels[1:] == sorted(data.labels[1:])
     elif task == CLASSIFICATION:
         assert data.labels == sorted(data.labels)
+    elif task == EMBEDDING:
+        assert data.labels == []
     else:                                           # image sets keep their source's class-index order
         assert data.labels == list(list_datasets()[NAMES.index(name)].labels)
-    kind = {NER: TokenExample, CLASSIFICATION: TextExample, IMAGE_CLASSIFICATION: ImageExample}[task]
+    kind = {NER: TokenExample, CLASSIFICATION: TextExample, IMAGE_CLASSIFICATION: ImageExample,
+            EMBEDDING: PairExample}[task]
     for split in (data.train, data.validation, data.test):
         assert _golds(data, split) <= set(data.labels)
         for ex in split:
@@ -77,6 +86,8 @@ def test_dataset_splits_are_clean_consistent_and_disjoint(name):
                 assert len(ex.tokens) == len(ex.tags) > 0, ex.origin
             elif task == CLASSIFICATION:
                 assert ex.text and ex.text == ex.text.strip(), ex.origin
+            elif task == EMBEDDING:
+                assert ex.query and ex.positive and ex.group and ex.query == ex.query.strip(), ex.origin
             else:
                 assert isinstance(ex.image, bytes) and ex.image.startswith(b"\x89PNG"), ex.origin
     train, val, test = (_keys(s) for s in (data.train, data.validation, data.test))

@@ -18,6 +18,8 @@ RECIPES = {
     "condition_classifier": (["drug_reviews"], '"needs_review":'),
     "ner_service": (["atis_slots"], '"entities":'),
     "product_photos": (["fashion_mnist"], '"shelf":'),
+    "faq_answers": (["faq_pairs"], '"answer":'),
+    "recommendations": ([], '"already_rated":'),
 }
 
 

@@ -29,13 +29,14 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import tf_keras
 
-from tfpipeline.config import IMAGE_CLASSIFICATION, PeftOptions
+from tfpipeline.config import EMBEDDING, IMAGE_CLASSIFICATION, PeftOptions
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.errors import CheckpointError
 from tfpipeline.export.saved_model import export_model
-from tfpipeline.inference import ImagePredictor, Predictor
+from tfpipeline.export.signatures import DocumentIndex
+from tfpipeline.inference import EmbeddingPredictor, ImagePredictor, Predictor
 from tfpipeline.models import kinds
 from tfpipeline.models.losses import loss_and_metrics
 from tfpipeline.models.optimization import create_optimizer
@@ -151,14 +152,27 @@ class ModelBundle:
         return self
 
     # ------------------------------------------------------------------ use
-    def predictor(self, batch_size: int = 64) -> Union[Predictor, ImagePredictor]:
-        """Batched prediction on raw text (classification or NER) or images (paths or encoded bytes)."""
+    def predictor(self, batch_size: int = 64) -> Union[Predictor, ImagePredictor, EmbeddingPredictor]:
+        """Batched prediction on raw text (classification, NER; embedding: vectors) or images (paths, bytes)."""
         if self.task == IMAGE_CLASSIFICATION:
             return ImagePredictor(self.model, self.encoder, self.labels, batch_size)
+        if self.task == EMBEDDING:
+            return EmbeddingPredictor(self.model, self.encoder, self.labels, batch_size)
         return Predictor(self.model, self.encoder, self.labels, self.task, batch_size)
 
     def export(self, base_dir: str, model_name: str, *, version: Optional[int] = None,
-               warmup_texts: Optional[Sequence[str]] = None) -> str:
-        """A versioned SavedModel for TF Serving at ``<base_dir>/<model_name>/<version>/``."""
+               warmup_texts: Optional[Sequence[str]] = None, index: Optional[DocumentIndex] = None) -> str:
+        """A versioned SavedModel for TF Serving at ``<base_dir>/<model_name>/<version>/``
+        (``index``: the documents an embedding model's ``search`` signature ranks; see ``document_index``)."""
         return export_model(self.model, self.encoder, self.labels, self.task, base_dir, model_name,
-                            version=version, warmup_texts=warmup_texts, source_dir=self.directory)
+                            version=version, warmup_texts=warmup_texts, source_dir=self.directory, index=index)
+
+    def document_index(self, texts: Sequence[str], ids: Optional[Sequence[str]] = None, *,
+                       top_k: int = 10) -> DocumentIndex:
+        """Embed ``texts`` (an embedding model) into the index an export's ``search`` signature ranks;
+        ``ids`` default to the texts' positions."""
+        if self.task != EMBEDDING:
+            raise CheckpointError(f"{self.directory or 'this model'}: a document index needs an {EMBEDDING} "
+                                  f"model, not {self.task}")
+        ids = [str(i) for i in (ids if ids is not None else range(len(texts)))]
+        return DocumentIndex(ids, list(texts), self.predictor().embed(list(texts)), top_k)

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER
 from tfpipeline.data.images import PIXELS, ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
@@ -133,3 +133,31 @@ def read_image_bytes(image: Union[str, bytes]) -> bytes:
             return f.read()
     except OSError as e:
         raise DataError(f"{image}: cannot read image ({e.strerror})") from None
+
+
+class EmbeddingPredictor:
+    """Wraps (embedding model, encoder) for batched text -> unit vector prediction (``embedding`` task)."""
+
+    task = EMBEDDING
+
+    def __init__(self, model, encoder: TextEncoder, labels: LabelMap, batch_size: int = 64):
+        self.model, self.encoder, self.labels = model, encoder, labels
+        self.batch_size = batch_size
+        spec = {k: tf.TensorSpec([None, None], tf.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
+        self._embed = tf.function(lambda f: model(f, training=False), input_signature=[spec])
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """[N, hidden] L2-normalised vectors, in input order (texts batched by length)."""
+        out: Optional[np.ndarray] = None
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            vectors = self._embed(self.encoder.pad(self.encoder.encode(tf.constant([texts[i] for i in idx])))).numpy()
+            if out is None:
+                out = np.zeros((len(texts), vectors.shape[1]), np.float32)
+            out[idx] = vectors
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+    def similarity(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """[Q, D] cosine similarities."""
+        return self.embed(queries) @ self.embed(documents).T

@@ -13,7 +13,8 @@ def run(config: EvaluateConfig, args) -> int:
     report = evaluate_model(ModelBundle.load(config.model_dir), dataset=config.dataset, split=config.split,
                             file=config.file, limit=config.limit, text_column=config.text_column,
                             label_column=config.label_column, pair_column=config.pair_column,
-                            image_column=config.image_column)
+                            image_column=config.image_column, query_column=config.query_column,
+                            positive_column=config.positive_column)
     print(format_report(report))
     if config.output:
         save_report(config.output, report)

@@ -17,9 +17,9 @@ from typing import Any, Dict, Optional, Tuple
 
 from tfpipeline.cli.flags import add_options, values_from
 from tfpipeline.config import (CompressConfig, ContinualConfig, ContinualRunOptions, DataOptions, DistillConfig,
-                               EvaluateConfig, ExportConfig, OldTaskOptions, PredictConfig, ServeConfig,
-                               TextsOptions, TrainConfig, TuneConfig, ZeroShotConfig, load_config_file,
-                               make_config)
+                               EvaluateConfig, ExplainConfig, ExportConfig, IndexConfig, OldTaskOptions,
+                               PredictConfig, ServeConfig, TextsOptions, TrainConfig, TuneConfig, ZeroShotConfig,
+                               load_config_file, make_config)
 from tfpipeline.errors import ConfigError
 
 DESCRIPTION = "Fine-tune BERT-family models with tf.data + Keras, evaluate, export and serve them."
@@ -77,12 +77,23 @@ COMMANDS: Dict[str, Command] = {
         "Classify texts or tag their entities with a model folder; one result per line.",
         (Section("predict", PredictConfig),),
         arguments=(_texts("texts to predict (else --file, else stdin)"),)),
+    "explain": Command(
+        "which words made the prediction: Integrated Gradients attributions per word",
+        "Attribute a model folder's prediction (or --target) to the input words with Integrated Gradients over "
+        "the input embeddings; print a table, JSON lines (--json) and/or write a page colouring the words (--html).",
+        (Section("explain", ExplainConfig),),
+        arguments=(_texts("texts to explain (else --file, else stdin)"),)),
     "datasets": Command("list the built-in datasets",
                         "List the built-in datasets and whether their data package is installed."),
     "export": Command(
         "export a model folder as a versioned SavedModel for TF Serving",
         "Write BASE/NAME/VERSION/ (SavedModel with text-in signatures and warmup requests), atomically.",
         (Section("export", ExportConfig),)),
+    "index": Command(
+        "export an embedding model with a document index (a search signature)",
+        "Embed a document file with an embedding model folder and write BASE/NAME/VERSION/ whose `search` "
+        "signature returns the top-k documents for raw query texts; a new document set is a new version.",
+        (Section("index", IndexConfig),)),
     "serve": Command(
         "serve every model under a base folder over gRPC and REST (TF Serving API)",
         "Serve NAME/VERSION/ exports over TF Serving's gRPC and REST APIs, loading new versions as they appear.",

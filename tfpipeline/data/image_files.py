@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 from PIL import Image, UnidentifiedImageError
 
 from tfpipeline.data.examples import ImageExample
-from tfpipeline.data.rows import TABLE_FORMATS, BadRows, has_columns, read_text, row_field, table_rows
+from tfpipeline.data.rows import BadRows, has_columns, read_text, row_field, table_format, table_rows
 from tfpipeline.errors import DataError
 
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")                 # what tf.io.decode_image decodes
@@ -168,11 +168,8 @@ def read_image_list(path: str, *, image_column: str = "path", label_column: Opti
 
 
 def _list_format(path: str) -> str:
-    fmt = TABLE_FORMATS.get(os.path.splitext(path)[1].lower())
-    if fmt is None:
-        raise DataError(f"{path}: an image list must be a .csv, .tsv or .jsonl file "
-                        "(or give a folder with one subfolder per class)")
-    return fmt
+    return table_format(path, "an image list must be a .csv, .tsv or .jsonl file (or give a folder with one "
+                              "subfolder per class)")
 
 
 def read_image_source(path: str, *, bad_rows: Optional[BadRows] = None, image_column: str = "path",

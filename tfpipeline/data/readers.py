@@ -1,5 +1,6 @@
 """Readers for user files: CSV/TSV/JSONL (text, label[, text pair]), CoNLL/BIO token files, and the
-per-task dispatch (``read_task_file``) that also routes image folders and image lists to ``image_files``.
+per-task dispatch (``read_task_file``) that also routes image folders and image lists to ``image_files``
+and (query, positive[, negative]) pair files to ``pair_files``.
 
 Readers are strict: an empty file, a missing column, bad UTF-8, an empty text
 or a CoNLL line with the wrong number of fields raises ``DataError`` naming the
@@ -11,8 +12,9 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER, TextExample, TokenExample
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, TextExample, TokenExample
 from tfpipeline.data.image_files import read_image_source
+from tfpipeline.data.pair_files import read_pair_file
 from tfpipeline.data.rows import (TABLE_FORMATS, BadRows, has_columns, read_text, row_field,  # noqa: F401
                                   summarize_bad_rows, table_rows)  # (BadRows, summarize_bad_rows: re-exported)
 from tfpipeline.errors import DataError
@@ -151,13 +153,15 @@ def check_bio_tag(tag: str, where: str) -> None:
 TEXT_OPTIONS = ("text_column", "label_column", "pair_column")
 CONLL_OPTIONS = ("token_column", "tag_column", "token_prefix")
 IMAGE_OPTIONS = ("image_column", "label_column")
+PAIR_OPTIONS = ("query_column", "positive_column", "negative_column")
 
 
 def read_task_file(path: str, task: str, *, bad_rows: Optional[BadRows] = None, **options) -> list:
     """Read a user file (or, for image_classification, a folder) for ``task`` with the matching reader.
 
     classification: CSV/TSV/JSONL; ner: CoNLL/BIO; image_classification: a folder
-    per class or a CSV/TSV/JSONL list of image paths (see ``image_files``). Column
+    per class or a CSV/TSV/JSONL list of image paths (see ``image_files``);
+    embedding: CSV/TSV/JSONL (query, positive[, negative]) pairs (see ``pair_files``). Column
     options of the other tasks' readers are ignored, so a caller can pass one set
     of options (e.g. a config's) for any kind of file.
     """
@@ -167,7 +171,9 @@ def read_task_file(path: str, task: str, *, bad_rows: Optional[BadRows] = None, 
         return read_conll(path, bad_rows=bad_rows, **_only(options, CONLL_OPTIONS))
     if task == IMAGE_CLASSIFICATION:
         return read_image_source(path, bad_rows=bad_rows, **_only(options, IMAGE_OPTIONS))
-    raise DataError(f"unknown task {task!r} (use {CLASSIFICATION}, {NER} or {IMAGE_CLASSIFICATION})")
+    if task == EMBEDDING:
+        return read_pair_file(path, bad_rows=bad_rows, **_only(options, PAIR_OPTIONS))
+    raise DataError(f"unknown task {task!r} (use {CLASSIFICATION}, {NER}, {IMAGE_CLASSIFICATION} or {EMBEDDING})")
 
 
 def _only(options: dict, names) -> dict:

@@ -74,6 +74,14 @@ def read_text(path: str) -> str:
     return text
 
 
+def table_format(path: str, expected: str) -> str:
+    """csv, tsv or jsonl from ``path``'s suffix; any other suffix is an error saying what was ``expected``."""
+    fmt = TABLE_FORMATS.get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise DataError(f"{path}: {expected}")
+    return fmt
+
+
 def table_rows(path: str, content: str, fmt: str, bad_rows: BadRows) -> Iterator[Tuple[int, dict]]:
     """(line, {column: value}) of each data row of a csv, tsv (header row first) or jsonl file's ``content``."""
     if fmt == "jsonl":

@@ -2,7 +2,8 @@
 
 User data is a CSV/TSV/JSONL file (classification), a CoNLL/BIO file (ner), or
 for image_classification a folder with one subfolder per class or a
-CSV/TSV/JSONL list of image paths (``readers.read_task_file`` picks the reader).
+CSV/TSV/JSONL list of image paths, or a CSV/TSV/JSONL file of (query, positive[,
+negative]) pairs (embedding); ``readers.read_task_file`` picks the reader.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tfpipeline.config import DataOptions
 from tfpipeline.data.catalog import list_datasets, load_dataset
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, TaskData
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, PairExample, TaskData
 from tfpipeline.data.readers import BadRows, read_task_file
 from tfpipeline.errors import DataError
 
@@ -27,7 +28,7 @@ def load_task_data(*, dataset: Optional[str] = None, task: Optional[str] = None,
     For image_classification each "file" may also be a folder of class folders.
     With files and no ``validation_file``, 10% of the training data is held out
     (deterministically, by ``seed``; stratified by label for text and image
-    classification, see ``hold_out``) for early stopping.
+    classification, by linked pairs for embedding, see ``hold_out``) for early stopping.
     """
     if train_file:
         data = _from_files(task, train_file, validation_file, test_file, seed, BadRows(on_bad_rows), reader_options)
@@ -47,7 +48,8 @@ def load_task_data(*, dataset: Optional[str] = None, task: Optional[str] = None,
     return data
 
 
-RECORDED_COLUMNS = ("text_column", "label_column", "pair_column", "image_column")   # reader options in a config
+RECORDED_COLUMNS = ("text_column", "label_column", "pair_column", "image_column",   # reader options in a config
+                    "query_column", "positive_column", "negative_column")
 
 
 def data_from_options(options: DataOptions, *, task: Optional[str] = None, seed: int = 13,
@@ -89,9 +91,12 @@ def hold_out(examples: Sequence, task: str, fraction: float, seed: int) -> Tuple
     Text and image classification are stratified by label: every label with at
     least two examples puts ``round(fraction * n)`` of them (at least one) into
     the held-out part, so rare classes are validated too; a label seen once stays
-    in training. NER sentences (many labels each) are held out at random.
+    in training. Embedding pairs are held out by linked pairs (``_hold_out_linked``).
+    NER sentences (many labels each) are held out at random.
     """
     rng = random.Random(seed)
+    if task == EMBEDDING:
+        return _hold_out_linked(examples, fraction, rng)
     if task not in STRATIFIED_TASKS:
         shuffled = list(examples)
         rng.shuffle(shuffled)
@@ -110,6 +115,64 @@ def hold_out(examples: Sequence, task: str, fraction: float, seed: int) -> Tuple
     rng.shuffle(train)
     rng.shuffle(held)
     return train, held
+
+
+def _hold_out_linked(examples: Sequence[PairExample], fraction: float, rng: random.Random) -> Tuple[List, List]:
+    """Hold out whole sets of linked pairs: pairs sharing a query or a positive (its ``group``, else its
+    case-folded text) stay on one side, so a paraphrase of a validation question never trains on the
+    validation answer, and validation measures answers the model has not been fitted to (the stricter
+    choice: the built-in ``faq_pairs`` instead keeps answers shared, like an FAQ whose answers are known).
+
+    Shuffled sets are taken while they fit ``int(fraction * n)`` (at least one pair); when none fits,
+    the smallest set that leaves training data is held out. One set linking everything cannot be cut
+    without a leak: those pairs are held out at random.
+    """
+    linked = _linked_sets(examples)
+    if len(linked) < 2:
+        shuffled = list(examples)
+        rng.shuffle(shuffled)
+        cut = max(1, int(len(shuffled) * fraction))
+        return shuffled[cut:], shuffled[:cut]
+    rng.shuffle(linked)
+    target = max(1, int(len(examples) * fraction))
+    held: List[int] = []
+    for members in linked:
+        if len(held) + len(members) <= target:
+            held += members
+    if not held:
+        held = min(linked, key=len)
+    held_set = set(held)
+    train = [ex for i, ex in enumerate(examples) if i not in held_set]
+    validation = [examples[i] for i in sorted(held_set)]
+    rng.shuffle(train)
+    rng.shuffle(validation)
+    return train, validation
+
+
+def _linked_sets(examples: Sequence[PairExample]) -> List[List[int]]:
+    """Indices of the examples grouped into connected sets (shared query or positive), in first-seen order."""
+    parent: Dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for ex in examples:
+        parent[root(_query_key(ex))] = root(_positive_key(ex))
+    sets: Dict[str, List[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        sets[root(_query_key(ex))].append(i)
+    return list(sets.values())
+
+
+def _query_key(example: PairExample) -> str:
+    return "query:" + example.query.casefold()
+
+
+def _positive_key(example: PairExample) -> str:
+    return "group:" + example.group if example.group else "positive:" + example.positive.casefold()
 
 
 def _from_files(task, train_file, validation_file, test_file, seed, bad_rows: BadRows, options) -> TaskData:

@@ -5,17 +5,25 @@ from typing import Dict, Optional, Sequence, Union
 
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.data.catalog import load_dataset
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION
 from tfpipeline.data.readers import read_task_file
 from tfpipeline.errors import DataError
-from tfpipeline.evaluation.reports import classification_report, ner_report
-from tfpipeline.inference import ImagePredictor, Predictor
+from tfpipeline.evaluation.ranking import ranking_metrics, retrieval_targets
+from tfpipeline.evaluation.reports import classification_report, ner_report, retrieval_report
+from tfpipeline.inference import EmbeddingPredictor, ImagePredictor, Predictor
 
 
-def evaluate_examples(predictor: Union[Predictor, ImagePredictor], examples: Sequence) -> Dict:
-    """Predict ``examples`` and build the task's report. Unknown gold labels are errors, not skipped."""
+def evaluate_examples(predictor: Union[Predictor, ImagePredictor, EmbeddingPredictor], examples: Sequence, *,
+                      candidates: Optional[Sequence] = None) -> Dict:
+    """Predict ``examples`` and build the task's report. Unknown gold labels are errors, not skipped.
+
+    ``embedding``: every query is ranked against the positives of ``examples`` and
+    ``candidates`` (more pairs, e.g. the training split), deduplicated by group or text.
+    """
     if not examples:
         raise DataError("nothing to evaluate: no examples")
+    if predictor.task == EMBEDDING:
+        return evaluate_retrieval(predictor, examples, candidates or ())
     labels = predictor.labels
     if predictor.task in (CLASSIFICATION, IMAGE_CLASSIFICATION):
         for ex in examples:
@@ -36,6 +44,14 @@ def evaluate_examples(predictor: Union[Predictor, ImagePredictor], examples: Seq
             labels.id(tag, ex.origin)
     predicted = predictor.tag([ex.tokens for ex in examples])
     return ner_report([ex.tags for ex in examples], predicted)
+
+
+def evaluate_retrieval(predictor: EmbeddingPredictor, examples: Sequence, candidates: Sequence) -> Dict:
+    """Recall@k and MRR of each distinct query of ``examples`` among the distinct positives of ``candidates``
+    and ``examples`` (``ranking.retrieval_targets``)."""
+    queries, texts, relevant = retrieval_targets(examples, pool=candidates)
+    scores = predictor.similarity(queries, texts)
+    return retrieval_report(ranking_metrics(scores, relevant), len(queries), len(texts))
 
 
 def evaluate_model(bundle: ModelBundle, *, dataset: Optional[str] = None, split: str = "test",

@@ -2,6 +2,7 @@
 
 Classification: accuracy, macro-F1, sklearn per-class report, confusion matrix.
 NER: seqeval *entity-level* precision/recall/F1 (strict spans), not token accuracy.
+Embedding: recall@k and MRR of each query's matching text among a pool of candidates.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Dict, List, Sequence
 from seqeval import metrics as seqeval_metrics
 from sklearn import metrics
 
-from tfpipeline.data.examples import CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, NER
 
 
 def classification_report(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> Dict:
@@ -45,9 +46,17 @@ def ner_report(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]])
     }
 
 
+def retrieval_report(metrics: Dict[str, float], queries: int, candidates: int) -> Dict:
+    """An ``embedding`` model's report: ranking metrics of the split's queries against a candidate pool."""
+    return {"task": EMBEDDING, "queries": queries, "candidates": candidates, "metrics": list(metrics), **metrics}
+
+
 def format_report(report: Dict) -> str:
     """Human-readable table of a report dict; the name column fits the longest label."""
     lines: List[str] = []
+    if report["task"] == EMBEDDING:
+        scores = "   ".join(f"{name} {report[name]:.4f}" for name in report["metrics"])
+        return f"{scores}   ({report['queries']} queries against {report['candidates']} candidates)"
     if report["task"] == CLASSIFICATION:
         rows = report["per_class"]
         width = max([24] + [len(name) + 2 for name in rows])

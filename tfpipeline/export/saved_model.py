@@ -27,7 +27,7 @@ from tfpipeline.errors import ExportError
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
-from tfpipeline.export.signatures import serving_module
+from tfpipeline.export.signatures import DocumentIndex, serving_module
 from tfpipeline.export.warmup import DEFAULT_WARMUP_TEXTS, WARMUP_FILE, write_warmup_requests
 from tfpipeline.staging import staged_output
 
@@ -38,13 +38,14 @@ SAVED_MODEL_FILE = "saved_model.pb"
 
 def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str, base_dir: str,
                  model_name: str, *, version: Optional[int] = None, warmup_texts: Optional[Sequence[str]] = None,
-                 source_dir: str = "") -> str:
+                 source_dir: str = "", index: Optional[DocumentIndex] = None) -> str:
     """Export a trained Keras model to ``<base_dir>/<model_name>/<version>/`` and return that path.
 
     Usually called as ``ModelBundle.export(base_dir, model_name)``. ``version``
     defaults to the highest existing version + 1 (1 for a new model); an
     existing version is never overwritten. ``source_dir`` (the model folder, if
-    any) is recorded in the export metadata.
+    any) is recorded in the export metadata. ``index``: documents an ``embedding``
+    model's ``search`` signature ranks (a new document set = a new version).
     """
     if not model_name or "/" in model_name or os.sep in model_name or model_name.startswith("."):
         raise ExportError(f"invalid model name {model_name!r} (a folder name, not a path)")
@@ -53,7 +54,8 @@ def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: Label
     final = os.path.join(model_root, str(version))
     # hidden staging folder: a model server polling model_root never sees a half-written version
     with staged_output(final, hidden=True, error=ExportError) as staging:
-        _write_saved_model(staging, model, encoder, labels, task, warmup_texts, model_name, version, source_dir)
+        _write_saved_model(staging, model, encoder, labels, task, warmup_texts, model_name, version, source_dir,
+                           index)
     return final
 
 
@@ -78,20 +80,24 @@ def _choose_version(model_root: str, version: Optional[int]) -> int:
 
 
 def _write_saved_model(path: str, model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str,
-                       warmup_texts, model_name: str, version: int, source_dir: str) -> None:
+                       warmup_texts, model_name: str, version: int, source_dir: str,
+                       index: Optional[DocumentIndex] = None) -> None:
     with tempfile.TemporaryDirectory() as assets:
         encoder.save(assets)
         labels.save(assets)
-        module = serving_module(model, encoder, labels, task, asset_dir=assets)
+        module = serving_module(model, encoder, labels, task, asset_dir=assets, index=index)
         tf.saved_model.save(module, path, signatures=module.signatures(),
                             options=tf.saved_model.SaveOptions(save_debug_info=False))
     if module.method_names():
         set_method_names(path, module.method_names())
     extra = os.path.join(path, ASSETS_EXTRA)
     os.makedirs(extra, exist_ok=True)
+    text_signatures = [name for name in ("serving_default", "search") if name in module.signatures()]
     write_warmup_requests(os.path.join(extra, WARMUP_FILE), model_name, task, encoder,
-                          list(warmup_texts or DEFAULT_WARMUP_TEXTS))
+                          list(warmup_texts or DEFAULT_WARMUP_TEXTS), text_signatures=text_signatures)
     meta = export_metadata(path, task, labels, encoder, model_name, version, source_dir)
+    if index is not None:
+        meta["index"] = {"documents": len(index.ids), "top_k": min(index.top_k, len(index.ids))}
     with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2, ensure_ascii=False)
 

@@ -32,16 +32,25 @@ image_classification (the ``ImageEncoder`` -- decode, resize, normalise -- is in
     predict_pixels             pixels[B,H,W,3] float32, 0..255, any H and W (already decoded; core ops only)
                                -> label_id[B] int32, scores[B,C] float32
 
+embedding (H = hidden size, K = the index's top_k)
+    serving_default, embed     text[B] string -> embedding[B,H] float32 (L2-normalised: dot = cosine)
+    predict_ids                input_ids[B,T], attention_mask[B,T] int32 -> embedding[B,H]
+    search (with an index)     text[B] string -> ids[B,K] string, texts[B,K] string, scores[B,K] float32
+                               (exact top-K cosine against the documents embedded at export time)
+
 Padding in [B,W] / [B,E] outputs: "" for strings, 0 for scores, -1 for offsets.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Union
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Union
+
+import numpy as np
 
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER
 from tfpipeline.data.images import PIXELS, ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
@@ -225,9 +234,70 @@ class ImageClassifierServing(ServingModule):
         return {"classify": tf.saved_model.CLASSIFY_METHOD_NAME}
 
 
+@dataclass(frozen=True)
+class DocumentIndex:
+    """Documents embedded once, stored in an ``embedding`` export for its ``search`` signature."""
+
+    ids: List[str]
+    texts: List[str]
+    vectors: np.ndarray      # [N, H] unit vectors, row i = document i
+    top_k: int = 10
+
+    def __post_init__(self):
+        if not self.ids or len(self.ids) != len(self.texts) or len(self.ids) != len(self.vectors):
+            raise ExportError(f"a document index needs as many ids, texts and vectors (got {len(self.ids)}, "
+                              f"{len(self.texts)}, {len(self.vectors)}), at least one")
+        if len(set(self.ids)) != len(self.ids):
+            raise ExportError("document ids must be unique")
+        if self.top_k < 1:
+            raise ExportError(f"top_k must be >= 1, got {self.top_k}")
+
+
+@register_serving_module(EMBEDDING)
+class EmbeddingServing(ServingModule):
+    """Text -> vector signatures, plus exact top-k ``search`` over an index stored in the export."""
+
+    def __init__(self, model, encoder: TextEncoder, labels: LabelMap, asset_dir: str = "",
+                 index: Optional[DocumentIndex] = None):
+        super().__init__(model, encoder, labels, asset_dir)
+        self.has_index = index is not None
+        if index is not None:   # variables, not constants: a large index stays out of the GraphDef
+            self.document_ids = tf.Variable(index.ids, trainable=False, name="document_ids")
+            self.document_texts = tf.Variable(index.texts, trainable=False, name="document_texts")
+            self.document_vectors = tf.Variable(np.asarray(index.vectors, np.float32), trainable=False,
+                                                name="document_vectors")
+            self.top_k = min(index.top_k, len(index.ids))
+
+    @tf.function(input_signature=[TEXT])
+    def embed_text(self, text):
+        return {"embedding": self._logits(self.encoder.pad(self.encoder.encode(text)))}
+
+    @tf.function(input_signature=[IDS, MASK])
+    def embed_ids(self, input_ids, attention_mask):
+        return {"embedding": self.logits_from_ids(input_ids, attention_mask)}
+
+    @tf.function(input_signature=[TEXT])
+    def search(self, text):
+        queries = self._logits(self.encoder.pad(self.encoder.encode(text)))
+        scores, index = tf.math.top_k(tf.matmul(queries, self.document_vectors, transpose_b=True), k=self.top_k)
+        return {"ids": tf.gather(self.document_ids, index), "texts": tf.gather(self.document_texts, index),
+                "scores": scores}
+
+    def signatures(self):
+        text = self.embed_text.get_concrete_function()
+        out = {"serving_default": text, "embed": text, "predict_ids": self.embed_ids.get_concrete_function()}
+        if self.has_index:
+            out["search"] = self.search.get_concrete_function()
+        return out
+
+
 def serving_module(model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str,
-                   asset_dir: str = "") -> ServingModule:
-    """The registered serving module for ``task``."""
+                   asset_dir: str = "", index: Optional[DocumentIndex] = None) -> ServingModule:
+    """The registered serving module for ``task`` (``index``: an embedding export's documents)."""
     if task not in SERVING_MODULES:
         raise ExportError(f"no serving module for task {task!r} (registered: {', '.join(sorted(SERVING_MODULES))})")
+    if index is not None:
+        if task != EMBEDDING:
+            raise ExportError(f"a document index needs an {EMBEDDING} model, not {task}")
+        return SERVING_MODULES[task](model, encoder, labels, asset_dir, index=index)
     return SERVING_MODULES[task](model, encoder, labels, asset_dir)

@@ -46,19 +46,21 @@ def sample_images() -> List[bytes]:
 
 
 def warmup_logs(model_name: str, task: str, encoder: Union[TextEncoder, ImageEncoder],
-                texts: Sequence[str]) -> list:
-    """PredictionLogs for every signature: the text signature, ``predict_ids`` and (classification)
-    ``classify``; images: ``serving_default``, ``classify`` and ``predict_pixels`` on ``sample_images``."""
+                texts: Sequence[str], text_signatures: Sequence[str] = ("serving_default",)) -> list:
+    """PredictionLogs for every signature: the raw-text ones (``text_signatures``), ``predict_ids`` and
+    (classification) ``classify``; images: ``serving_default``, ``classify`` and ``predict_pixels`` on
+    ``sample_images``."""
     if task == IMAGE_CLASSIFICATION:
         return image_warmup_logs(model_name, encoder, sample_images())
     if not texts:
         raise ValueError("warmup needs at least one text")
     logs = []
-    text_request = predict_pb2.PredictRequest()
-    text_request.model_spec.name = model_name
-    text_request.model_spec.signature_name = "serving_default"
-    text_request.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), dtype=tf.string))
-    logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=text_request)))
+    for signature in text_signatures:
+        text_request = predict_pb2.PredictRequest()
+        text_request.model_spec.name = model_name
+        text_request.model_spec.signature_name = signature
+        text_request.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), dtype=tf.string))
+        logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=text_request)))
 
     features = encoder.pad(encoder.encode(tf.constant(list(texts))))
     ids_request = predict_pb2.PredictRequest()
@@ -100,9 +102,9 @@ def image_warmup_logs(model_name: str, encoder: ImageEncoder, images: Sequence[b
 
 
 def write_warmup_requests(path: str, model_name: str, task: str, encoder: Union[TextEncoder, ImageEncoder],
-                          texts: Sequence[str]) -> int:
+                          texts: Sequence[str], text_signatures: Sequence[str] = ("serving_default",)) -> int:
     """Write the warmup TFRecord; returns the number of records."""
-    logs = warmup_logs(model_name, task, encoder, texts)
+    logs = warmup_logs(model_name, task, encoder, texts, text_signatures)
     with tf.io.TFRecordWriter(path) as writer:
         for log in logs:
             writer.write(log.SerializeToString())

@@ -24,6 +24,10 @@ Where the numbers come from:
   GLUE runs (Hu et al. 2021: 4e-4..5e-4 and 3e-4..4e-4). Not re-measured
   here (no such checkpoint ships offline).
 
+- ``embedding`` (bi-encoder, in-batch negatives): 2e-5 for small and base encoders,
+  1e-5 for large ones -- sentence-transformers' rate for ``MultipleNegativesRankingLoss``
+  fine-tuning, the loss all-MiniLM-L6-v2 itself was trained with; a higher rate
+  quickly forgets the pretrained similarity (README: the FAQ recipe's comparison).
 - ``mobilenet_v2`` (image classification, the offline image default): AdamW
   on the whole network with a new head; see the README's image table for the
   rate comparison it was chosen from. Resolution: a CNN runs at any size, so
@@ -44,7 +48,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER
 from tfpipeline.models.checkpoint import ALIASES, resolve_checkpoint
 from tfpipeline.models.image_model import is_mobilenet, resolve_image_checkpoint
 from tfpipeline.errors import CheckpointError
@@ -77,11 +81,12 @@ class Recipe:
         return self.learning_rates.get(CLASSIFICATION) or next(iter(self.learning_rates.values()))
 
 
-SMALL = Recipe("small-encoder", {CLASSIFICATION: 1e-4, NER: 2e-4})
+SMALL = Recipe("small-encoder", {CLASSIFICATION: 1e-4, NER: 2e-4, EMBEDDING: 2e-5})
 MINILM = Recipe("minilm", SMALL.learning_rates, max_length_cap=128)
-BASE = Recipe("base-encoder", {CLASSIFICATION: 5e-5, NER: 5e-5}, peft_learning_rate=5e-4, max_length_cap=512)
-LARGE = Recipe("large-encoder", {CLASSIFICATION: 2e-5, NER: 2e-5}, peft_learning_rate=3e-4, batch_size=16,
-               max_length_cap=512)
+BASE = Recipe("base-encoder", {CLASSIFICATION: 5e-5, NER: 5e-5, EMBEDDING: 2e-5}, peft_learning_rate=5e-4,
+              max_length_cap=512)
+LARGE = Recipe("large-encoder", {CLASSIFICATION: 2e-5, NER: 2e-5, EMBEDDING: 1e-5}, peft_learning_rate=3e-4,
+               batch_size=16, max_length_cap=512)
 MOBILENET = Recipe("mobilenet_v2", {IMAGE_CLASSIFICATION: 1e-3}, image_sizes=(96, 224))
 
 

@@ -26,12 +26,12 @@ import tensorflow as tf
 import tf_keras
 from transformers import AutoConfig, TFAutoModelForImageClassification, TFViTModel, ViTConfig
 
-from tfpipeline.config import DEFAULT_IMAGE_CHECKPOINT
+from tfpipeline.config import DEFAULT_IMAGE_CHECKPOINT, IMAGE_CLASSIFICATION
 from tfpipeline.data.images import HALF, PIXELS, ImageEncoder, read_preprocessor_config
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.errors import CheckpointError
 from tfpipeline.models.checkpoint import load_hf_model
-from tfpipeline.models.kinds import IMAGE_KIND, ModelKind, register_model_kind
+from tfpipeline.models.kinds import ModelKind, register_model_kind
 from tfpipeline.models.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, build_mobilenet_v2
 from tfpipeline.models.peft import detached
 
@@ -187,4 +187,6 @@ def _write_image_checkpoint(model: ImageClassifier, directory: str) -> None:
         model.save_checkpoint(directory)
 
 
-register_model_kind(ModelKind(IMAGE_KIND, _load_image_kind, write_checkpoint=_write_image_checkpoint))
+IMAGE_KIND = "image"
+register_model_kind(ModelKind(IMAGE_KIND, _load_image_kind, write_checkpoint=_write_image_checkpoint),
+                    default_for=(IMAGE_CLASSIFICATION,))

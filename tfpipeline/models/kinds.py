@@ -12,7 +12,8 @@ kind is one ``register_model_kind`` call in its own module:
 * ``label_vectors`` -- zero/few-shot similarity classifier (``models.zeroshot``);
 * ``cloze``         -- masked-LM prompt classifier (``models.cloze``);
 * ``image``         -- image classifier (``models.image_model``), the kind of
-                       every ``image_classification`` folder.
+                       every ``image_classification`` folder;
+* ``embedding``     -- bi-encoder (``models.embedding_model``), every ``embedding`` folder.
 
 Each kind also writes its own checkpoint (``write_checkpoint``): an HF
 ``save_pretrained`` for the BERT kinds, the image classifier's own format for
@@ -22,10 +23,9 @@ always the plain architecture.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 
-from tfpipeline.config import IMAGE_CLASSIFICATION
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.errors import CheckpointError
 from tfpipeline.models.peft import (apply_peft, applied_method, detached, load_peft_weights,
@@ -33,7 +33,6 @@ from tfpipeline.models.peft import (apply_peft, applied_method, detached, load_p
 from tfpipeline.models.task_model import build_task_model
 
 TASK_KIND = "task"
-IMAGE_KIND = "image"
 
 
 def _no_extra_files(model, directory: str) -> None:
@@ -58,10 +57,14 @@ class ModelKind:
 
 
 MODEL_KINDS: Dict[str, ModelKind] = {}
+KIND_OF_TASK: Dict[str, str] = {}   # the kind a folder of this task is when its metadata names none
 
 
-def register_model_kind(kind: ModelKind) -> ModelKind:
+def register_model_kind(kind: ModelKind, *, default_for: Tuple[str, ...] = ()) -> ModelKind:
+    """Declare a kind; ``default_for``: the tasks whose folders are this kind unless they name another."""
     MODEL_KINDS[kind.name] = kind
+    for task in default_for:
+        KIND_OF_TASK[task] = kind.name
     return kind
 
 
@@ -75,7 +78,7 @@ def model_kind(name: str) -> ModelKind:
 
 def kind_of(meta: Mapping[str, Any]) -> str:
     """The kind a folder's metadata names (``head``), else the one its task implies."""
-    return meta.get("head") or (IMAGE_KIND if meta.get("task") == IMAGE_CLASSIFICATION else TASK_KIND)
+    return meta.get("head") or KIND_OF_TASK.get(meta.get("task"), TASK_KIND)
 
 
 def _load_task_model(directory: str, meta: Mapping[str, Any], labels: LabelMap):

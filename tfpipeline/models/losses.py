@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Tuple
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER
 from tfpipeline.data.tokenization import IGNORE_INDEX
 from tfpipeline.errors import ConfigError
 
@@ -56,6 +56,7 @@ def _class_loss():
 
 register_task_loss(CLASSIFICATION, _class_loss)
 register_task_loss(IMAGE_CLASSIFICATION, _class_loss)
+register_task_loss(EMBEDDING, _class_loss)   # over in-batch candidates: see models.embedding_model
 register_task_loss(NER, lambda: (MaskedSparseCategoricalCrossentropy(), [MaskedAccuracy()]))
 
 

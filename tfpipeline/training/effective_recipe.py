@@ -36,11 +36,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfpipeline.config import DEFAULT_CHECKPOINT, DEFAULT_IMAGE_CHECKPOINT, IMAGE_CLASSIFICATION, NER, TrainConfig
-from tfpipeline.data.examples import TaskData
+from tfpipeline.config import (CLASSIFICATION, DEFAULT_CHECKPOINT, DEFAULT_IMAGE_CHECKPOINT, EMBEDDING,
+                               IMAGE_CLASSIFICATION, NER, TrainConfig)
+from tfpipeline.data.examples import TaskData, TextExample
 from tfpipeline.data.image_files import image_sizes
 from tfpipeline.data.image_pipeline import image_batches_per_epoch
 from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.pair_pipeline import pair_batches_per_epoch, pair_texts
 from tfpipeline.data.pipeline import batches_per_epoch, sequence_lengths
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.models.checkpoint import resolve_checkpoint
@@ -183,7 +185,7 @@ def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replic
     auto_epochs = cfg.epochs is None
     units = label_units(labels, data.task)
     cap = epoch_cap(steps, units, recipe)
-    kind = "entity types" if data.task == NER else "classes"
+    kind = {NER: "entity types", EMBEDDING: "similarity output"}.get(data.task, "classes")
     pick("epochs", cap, f"cap for {steps} steps/epoch and {units} {kind}")
     warmup_why = f"{source}, at most one epoch" if auto_epochs else source
     pick("warmup_ratio", min(recipe.warmup_ratio, 1.0 / cap) if auto_epochs else recipe.warmup_ratio, warmup_why)
@@ -198,6 +200,15 @@ def _text_lengths_and_steps(cfg: TrainConfig, data: TaskData, recipe: Recipe, so
     """Text tasks: the max length (picked), the steps per epoch and the training texts' token lengths."""
     checkpoint = resolve_checkpoint(model)
     limit = min(recipe.max_length_cap, position_limit(checkpoint))
+    if data.task == EMBEDDING:   # queries and documents share the encoder: one length for all the pair texts
+        if cfg.max_length is None:
+            texts = [TextExample(text) for text in pair_texts(data.train)]
+            lengths = sequence_lengths(texts, TextEncoder.from_directory(checkpoint, max_length=limit), CLASSIFICATION)
+            pick("max_length", auto_max_length(lengths, recipe, limit),
+                 f"p{recipe.length_percentile:g} of {len(texts):,} query/document lengths, cap {limit}")
+        else:
+            pick("max_length", None, source)
+        return pair_batches_per_epoch(len(data.train), global_batch, static_shapes=static_shapes), None
     lengths = None
     if cfg.max_length is None:
         lengths = sequence_lengths(data.train, TextEncoder.from_directory(checkpoint, max_length=limit), data.task)

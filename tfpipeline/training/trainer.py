@@ -25,10 +25,11 @@ import tf_keras
 
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.config import TrainConfig, make_config, with_overrides
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, TaskData
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, TaskData
 from tfpipeline.data.image_pipeline import make_image_dataset
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.pair_pipeline import make_pair_dataset
 from tfpipeline.data.pipeline import make_dataset
 from tfpipeline.data.readers import summarize_bad_rows
 from tfpipeline.data.sources import data_from_options
@@ -37,6 +38,7 @@ from tfpipeline.evaluation.evaluate import evaluate_examples
 from tfpipeline.evaluation.html_report import write_html_report
 from tfpipeline.evaluation.reports import format_report
 from tfpipeline.models.checkpoint import resolve_checkpoint
+from tfpipeline.models.embedding_model import build_embedding_model, similarity_labels
 from tfpipeline.models.image_model import build_image_model, checkpoint_encoder
 from tfpipeline.models.peft import apply_peft, merge_lora, peft_metadata, save_peft_weights
 from tfpipeline.models.task_model import build_task_model
@@ -72,7 +74,10 @@ def as_train_config(config: Union[TrainConfig, Dict[str, Any], None], overrides:
 
 
 def label_map_for(data: TaskData) -> LabelMap:
-    """The dataset's declared label set (built-in datasets), else the labels seen in training."""
+    """The dataset's declared label set (built-in datasets), else the labels seen in training
+    (embedding models have one output, the similarity)."""
+    if data.task == EMBEDDING:
+        return similarity_labels()
     return LabelMap(data.labels) if data.labels else LabelMap.from_examples(data.train, data.task)
 
 
@@ -143,6 +148,12 @@ def task_inputs(cfg: TrainConfig, data: TaskData, labels: LabelMap, recipe: Effe
                                       pretrained=not cfg.from_scratch))
     checkpoint = resolve_checkpoint(cfg.model)
     encoder = TextEncoder.from_directory(checkpoint, max_length=cfg.max_length)
+    if data.task == EMBEDDING:
+        common = dict(batch_size=global_batch, static_shapes=static, seed=cfg.seed)
+        return TaskInputs(encoder, make_pair_dataset(data.train, encoder, training=True, **common),
+                          make_pair_dataset(data.validation, encoder, **common),
+                          lambda: build_embedding_model(checkpoint, dropout=cfg.dropout,
+                                                        pretrained=not cfg.from_scratch))
     return TaskInputs(
         encoder,
         make_dataset(data.train, encoder, labels, data.task, batch_size=global_batch, training=True,
@@ -188,7 +199,8 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
                            steps_per_execution=cfg.steps_per_execution,
                            anneal_steps=steps if recipe.auto_epochs else None)
         params = bundle.params()
-        say(f"[tfpipeline] {data.name}: {task}, {len(labels)} labels, train {len(data.train)} / "
+        what = "pairs" if task == EMBEDDING else f"{len(labels)} labels"
+        say(f"[tfpipeline] {data.name}: {task}, {what}, train {len(data.train)} / "
             f"validation {len(data.validation)} / test {len(data.test)}; model {cfg.model} "
             f"({params['trainable']:,} trainable params); {strategy.num_replicas_in_sync} replica(s), "
             f"global batch {global_batch}, {shapes_note(task, cfg, static)}")
@@ -220,11 +232,15 @@ def shapes_note(task: str, cfg: TrainConfig, static: bool) -> str:
     """How batches are shaped, for the header line."""
     if task == IMAGE_CLASSIFICATION:
         return f"{cfg.image_size}x{cfg.image_size} images, augmentation {cfg.augmentation}"
+    if task == EMBEDDING:
+        return f"in-batch negatives, {'static' if static else 'padded'} shapes"
     return f"{'static' if static else 'bucketed'} shapes"
 
 
 def check_labels(data: TaskData, labels: LabelMap) -> None:
     """Every validation/test label must be known: an unknown one names its file and line, before training."""
+    if data.task == EMBEDDING:
+        return
     for ex in list(data.validation) + list(data.test):
         for name in ([ex.label] if data.task in (CLASSIFICATION, IMAGE_CLASSIFICATION) else list(ex.tags or [])):
             labels.id(name, ex.origin)
@@ -262,7 +278,10 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
             bundle.meta["peft"] = peft_metadata(cfg.peft_options(), merged=cfg.peft == "lora")
             if cfg.peft == "lora":
                 merge_lora(bundle.model)              # saved/exported model is a plain BERT again
-        report = evaluate_examples(bundle.predictor(batch_size=max(fit.global_batch, 64)), eval_split)
+        # embedding: each evaluation query is ranked against every known document (all splits' positives)
+        pool = list(data.train) + list(data.validation) + list(data.test) if data.task == EMBEDDING else None
+        report = evaluate_examples(bundle.predictor(batch_size=max(fit.global_batch, 64)), eval_split,
+                                   candidates=pool)
         report.update(split="test" if data.test else "validation", dataset=data.name,
                       train_seconds=round(fit.train_seconds, 1), trainable_params=fit.params["trainable"],
                       epochs=fit.epochs, recipe=fit.recipe.as_dict())
