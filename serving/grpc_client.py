@@ -6,6 +6,7 @@ depends on the embedded server.
     client = GrpcClient("localhost:8500", "sentiment")
     client.predict_texts(["great film"])        # {"label": array([b"pos"]), "scores": ..., ...}
     client.classify(["great film"])             # [[("neg", 0.1), ("pos", 0.9)]]
+    client.regress(["great film"])              # [4.5]  (a regression export's ``regress`` signature)
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
+                                     regression_pb2)
 
 
 class GrpcClient:
@@ -61,12 +63,24 @@ class GrpcClient:
                  version: Optional[int] = None) -> List[List[Tuple[str, float]]]:
         """Classify API on ``{"text": ...}`` tf.Examples -> per text [(label, score), ...]."""
         request = classification_pb2.ClassificationRequest()
+        self._text_examples(request, texts, signature_name, version)
+        response = self.predictions.Classify(request, timeout=self.timeout)
+        return [[(c.label, c.score) for c in row.classes] for row in response.result.classifications]
+
+    def regress(self, texts: Sequence[str], signature_name: str = "regress",
+                version: Optional[int] = None) -> List[float]:
+        """Regress API on ``{"text": ...}`` tf.Examples -> one value per text."""
+        request = regression_pb2.RegressionRequest()
+        self._text_examples(request, texts, signature_name, version)
+        response = self.predictions.Regress(request, timeout=self.timeout)
+        return [r.value for r in response.result.regressions]
+
+    def _text_examples(self, request, texts: Sequence[str], signature_name: str, version: Optional[int]) -> None:
+        """Fill a Classification- or RegressionRequest: model spec, one tf.Example (bytes ``text``) per text."""
         self._spec(request.model_spec, signature_name, version)
         for text in texts:
             example = request.input.example_list.examples.add()
             example.features.feature["text"].bytes_list.value.append(text.encode("utf-8"))
-        response = self.predictions.Classify(request, timeout=self.timeout)
-        return [[(c.label, c.score) for c in row.classes] for row in response.result.classifications]
 
     def metadata(self, version: Optional[int] = None) -> Dict[str, Any]:
         """{signature name: SignatureDef proto} from GetModelMetadata."""

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
+                                     regression_pb2)
 
 from serving import runner
 from serving.batching import Batching
 from serving.errors import ServingError, invalid
-from serving.repository import ModelRepository, Servable
+from serving.repository import ModelRepository, Servable, input_examples
 
 log = logging.getLogger(__name__)
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -54,7 +55,7 @@ def _fill_spec(response_spec, servable: Servable, signature_name: str = "") -> N
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict, Classify and GetModelMetadata (Regress and MultiInference stay UNIMPLEMENTED)."""
+    """Predict, Classify, Regress and GetModelMetadata (MultiInference stays UNIMPLEMENTED)."""
 
     def __init__(self, repository: ModelRepository, limits: runner.Limits, batching: Optional[Batching] = None):
         self.repository, self.limits, self.batching = repository, limits, batching
@@ -78,16 +79,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc
     def Classify(self, request, context):
-        servable = self.repository.get(request.model_spec.name, requested_version(request.model_spec))
-        signature = request.model_spec.signature_name or runner.DEFAULT_SIGNATURE
-        kind = request.input.WhichOneof("kind")
-        if kind == "example_list":
-            examples = list(request.input.example_list.examples)
-        elif kind == "example_list_with_context":
-            block = request.input.example_list_with_context
-            examples = [with_context(e, block.context) for e in block.examples]
-        else:
-            raise invalid("ClassificationRequest.input is empty: set example_list or example_list_with_context")
+        servable, signature, examples = self._examples(request, "ClassificationRequest")
         classes, scores = runner.classify(servable, signature, examples, self.limits, self.batching)
         response = classification_pb2.ClassificationResponse()
         _fill_spec(response.model_spec, servable, signature)
@@ -96,6 +88,22 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             for label, score in zip(row_classes, row_scores):
                 result.classes.add(label=label.decode("utf-8"), score=float(score))
         return response
+
+    @_rpc
+    def Regress(self, request, context):
+        servable, signature, examples = self._examples(request, "RegressionRequest")
+        values = runner.regress(servable, signature, examples, self.limits, self.batching)
+        response = regression_pb2.RegressionResponse()
+        _fill_spec(response.model_spec, servable, signature)
+        for value in values:
+            response.result.regressions.add(value=float(value))
+        return response
+
+    def _examples(self, request, what: str) -> Tuple[Servable, str, List[tf.train.Example]]:
+        """(servable, signature name, tf.Examples) of a Classification- or RegressionRequest."""
+        servable = self.repository.get(request.model_spec.name, requested_version(request.model_spec))
+        signature = request.model_spec.signature_name or runner.DEFAULT_SIGNATURE
+        return servable, signature, input_examples(request.input, what)
 
     @_rpc
     def GetModelMetadata(self, request, context):
@@ -110,15 +118,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         _fill_spec(response.model_spec, servable)
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map(servable))
         return response
-
-
-def with_context(example: tf.train.Example, context: tf.train.Example) -> tf.train.Example:
-    """TF Serving semantics: context features are added to every example (example features win)."""
-    merged = tf.train.Example()
-    merged.CopyFrom(context)
-    for key, feature in example.features.feature.items():
-        merged.features.feature[key].CopyFrom(feature)
-    return merged
 
 
 def signature_def_map(servable: Servable):

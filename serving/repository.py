@@ -6,8 +6,9 @@ the model (anything else, such as an exporter's hidden ``.tmp-*`` staging
 folder, is ignored). The newest loaded version answers requests that name no
 version. Loading happens outside the lock, so requests keep being served by
 the old versions while a new one loads; a version is published only after its
-warmup records have run (``warm_up``, as TF Serving does), so the first real
-requests to it do not pay for instantiating and optimising its graphs.
+warmup records have run (``warm_up``, as TF Serving does: predict, classify
+and regress logs), so the first real requests to it do not pay for
+instantiating and optimising its graphs.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from serving.errors import invalid, not_found
 log = logging.getLogger(__name__)
 
 AVAILABLE, END = "AVAILABLE", "END"
+EXAMPLE_LOGS = ("classify_log", "regress_log")   # PredictionLog kinds whose request is a list of tf.Examples
 
 
 @dataclass
@@ -91,20 +93,48 @@ def warm_up(servable: Servable) -> int:
         return 0
     records = read_warmup_requests(path)
     for i, record in enumerate(records):
-        kind = record.WhichOneof("log_type")
-        if kind == "predict_log":
-            request = record.predict_log.request
-            feeds = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
-        elif kind == "classify_log":
-            request = record.classify_log.request
-            feeds = {"inputs": tf.constant([e.SerializeToString() for e in request.input.example_list.examples])}
-        else:
-            raise ValueError(f"{path}: record {i} is a {kind}, which this server does not replay")
-        signature = request.model_spec.signature_name or "serving_default"
+        signature, feeds = warmup_call(record, f"{path}: record {i}")
         if signature not in servable.signatures:
             raise ValueError(f"{path}: record {i} names signature {signature!r}, which the export lacks")
         servable.signatures[signature](**feeds)
     return len(records)
+
+
+def warmup_call(record, where: str) -> Tuple[str, Dict[str, tf.Tensor]]:
+    """(signature name, feeds) of one PredictionLog: a Predict request, or a Classify / Regress request
+    (its examples, context merged, serialized on the ``inputs`` tensor as those APIs do)."""
+    kind = record.WhichOneof("log_type")
+    if kind == "predict_log":
+        request = record.predict_log.request
+        feeds = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+    elif kind in EXAMPLE_LOGS:
+        request = getattr(record, kind).request
+        serialized = [e.SerializeToString() for e in input_examples(request.input, where)]
+        feeds = {"inputs": tf.constant(serialized, dtype=tf.string)}
+    else:
+        raise ValueError(f"{where} is a {kind}, which this server does not replay")
+    return request.model_spec.signature_name or "serving_default", feeds
+
+
+def input_examples(request_input, what: str) -> List[tf.train.Example]:
+    """The tf.Examples of a Classify / Regress request's ``input`` (tensorflow.serving.Input), for the
+    gRPC front end and warmup alike; INVALID_ARGUMENT (naming ``what``) if it holds neither kind of list."""
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        return list(request_input.example_list.examples)
+    if kind == "example_list_with_context":
+        block = request_input.example_list_with_context
+        return [with_context(e, block.context) for e in block.examples]
+    raise invalid(f"{what}: input is empty: set example_list or example_list_with_context")
+
+
+def with_context(example: tf.train.Example, context: tf.train.Example) -> tf.train.Example:
+    """TF Serving semantics: context features are added to every example (example features win)."""
+    merged = tf.train.Example()
+    merged.CopyFrom(context)
+    for key, feature in example.features.feature.items():
+        merged.features.feature[key].CopyFrom(feature)
+    return merged
 
 
 class ModelRepository:

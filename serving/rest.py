@@ -4,6 +4,7 @@
     GET  /v1/models/NAME[/versions/N]/metadata   signature defs
     POST /v1/models/NAME[/versions/N]:predict    {"signature_name", "instances" | "inputs"}
     POST /v1/models/NAME[/versions/N]:classify   {"signature_name", "context", "examples"}
+    POST /v1/models/NAME[/versions/N]:regress    {"signature_name", "context", "examples"} -> {"result": [v, ...]}
 
 Errors are ``{"error": "..."}`` with TF Serving's HTTP status for the code.
 """
@@ -13,8 +14,9 @@ import json
 import logging
 import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
+import tensorflow as tf
 from google.protobuf import json_format
 
 from serving import runner
@@ -53,11 +55,9 @@ class RestApi:
         name, version, verb = match["name"], _version(match["version"]), match["verb"]
         if method == "GET" and not verb:
             return self.metadata(name, version) if match["metadata"] else self.status(name, version)
-        if method == "POST" and verb in ("predict", "classify") and not match["metadata"]:
-            request = _parse_json(body)
-            return self.predict(name, version, request) if verb == "predict" else self.classify(name, version, request)
-        if method == "POST" and verb == "regress":
-            raise invalid("regress is not supported: tfpipeline exports have predict and classify signatures")
+        endpoint = {"predict": self.predict, "classify": self.classify, "regress": self.regress}.get(verb)
+        if method == "POST" and endpoint is not None and not match["metadata"]:
+            return endpoint(name, version, _parse_json(body))
         raise not_found(f"Malformed request: {method} {path}")
 
     # ------------------------------------------------------------------ endpoints
@@ -102,18 +102,33 @@ class RestApi:
 
     def classify(self, name: str, version: Optional[int], request: dict) -> dict:
         servable = self.repository.get(name, version)
-        examples = request.get("examples")
-        if not isinstance(examples, list):
-            raise invalid("classify needs 'examples': a list of feature objects, e.g. [{\"text\": \"...\"}]")
-        context = request.get("context") or {}
-        merged = []
-        for i, features in enumerate(examples):
-            if not isinstance(features, dict):
-                raise invalid(f"examples[{i}] must be an object of feature name -> value")
-            merged.append(example_from_json({**context, **features}, f"examples[{i}]"))
-        classes, scores = runner.classify(servable, _signature_name(request), merged, self.limits, self.batching)
+        examples = _examples(request, "classify")
+        classes, scores = runner.classify(servable, _signature_name(request), examples, self.limits, self.batching)
         return {"result": [[[c.decode("utf-8"), float(s)] for c, s in zip(row_c, row_s)]
                            for row_c, row_s in zip(classes, scores)]}
+
+    def regress(self, name: str, version: Optional[int], request: dict) -> dict:
+        """TF Serving's REST answer for regress is a flat list: one float per example."""
+        servable = self.repository.get(name, version)
+        values = runner.regress(servable, _signature_name(request), _examples(request, "regress"), self.limits,
+                                self.batching)
+        return {"result": [float(v) for v in values]}
+
+
+def _examples(request: dict, verb: str) -> List[tf.train.Example]:
+    """``examples`` (+ ``context``, whose features every example gets unless it has its own) as tf.Examples."""
+    examples = request.get("examples")
+    if not isinstance(examples, list):
+        raise invalid(f"{verb} needs 'examples': a list of feature objects, e.g. [{{\"text\": \"...\"}}]")
+    context = request.get("context") or {}
+    if not isinstance(context, dict):
+        raise invalid("'context' must be an object of feature name -> value")
+    merged = []
+    for i, features in enumerate(examples):
+        if not isinstance(features, dict):
+            raise invalid(f"examples[{i}] must be an object of feature name -> value")
+        merged.append(example_from_json({**context, **features}, f"examples[{i}]"))
+    return merged
 
 
 def _version(text: Optional[str]) -> Optional[int]:

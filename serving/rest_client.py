@@ -73,9 +73,14 @@ class RestClient:
 
     def classify(self, texts: Sequence[str], signature_name: str = "classify",
                  version: Optional[int] = None) -> List[List[Tuple[str, float]]]:
-        body = {"signature_name": signature_name, "examples": [{"text": t} for t in texts]}
-        result = self.request(self.url(version, ":classify"), body)["result"]
+        """``:classify`` on ``{"text": ...}`` examples -> per text [(label, score), ...]."""
+        result = self.request(self.url(version, ":classify"), _text_examples(texts, signature_name))["result"]
         return [[(label, score) for label, score in row] for row in result]
+
+    def regress(self, texts: Sequence[str], signature_name: str = "regress",
+                version: Optional[int] = None) -> List[float]:
+        """``:regress`` on ``{"text": ...}`` examples -> one value per text."""
+        return self.request(self.url(version, ":regress"), _text_examples(texts, signature_name))["result"]
 
     def metadata(self, version: Optional[int] = None) -> dict:
         """{signature name: SignatureDef as JSON}."""
@@ -83,3 +88,8 @@ class RestClient:
 
     def status(self, version: Optional[int] = None) -> List[dict]:
         return self.request(self.url(version))["model_version_status"]
+
+
+def _text_examples(texts: Sequence[str], signature_name: str) -> dict:
+    """The ``:classify`` / ``:regress`` body for texts: one example with a ``text`` feature each."""
+    return {"signature_name": signature_name, "examples": [{"text": t} for t in texts]}

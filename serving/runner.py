@@ -1,8 +1,11 @@
 """Run a signature on request tensors, after checking them against the signature and the limits.
 
-Both front ends (gRPC, REST) turn requests into ``{name: numpy array}`` and
-call ``predict`` / ``classify`` here, so validation and error codes are
-identical across protocols. Every problem with a request is an
+Both front ends (gRPC, REST) turn requests into ``{name: numpy array}`` (or
+tf.Examples) and call ``predict`` / ``classify`` / ``regress`` here, so
+validation and error codes are identical across protocols. Classify and
+Regress are the same path (``run_examples``: method-name check, limits,
+serialized examples on the ``inputs`` tensor) and differ only in how the
+outputs are read. Every problem with a request is an
 INVALID_ARGUMENT that names the input; TF runtime errors caused by the input
 (e.g. token ids outside the vocabulary) are INVALID_ARGUMENT too.
 
@@ -25,6 +28,23 @@ from tfpipeline.errors import op_error_text
 
 DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+EXAMPLES_INPUT = "inputs"       # TF Serving's name for the serialized tf.Example input of classify/regress
+REGRESS_OUTPUT = "outputs"
+
+
+@dataclass(frozen=True)
+class ExampleApi:
+    """A tf.Example API (TF Serving's Classify or Regress): the signature method it needs and the outputs it reads."""
+
+    kind: str                   # "classification" / "regression", as TF Serving's errors say
+    method: str
+    outputs: Tuple[str, ...]
+    exported_as: str            # the signature name(s) tfpipeline exports for it, for the error hint
+
+
+CLASSIFY_API = ExampleApi("classification", CLASSIFY_METHOD, ("classes", "scores"), "'classify'")
+REGRESS_API = ExampleApi("regression", REGRESS_METHOD, (REGRESS_OUTPUT,), "'regress' (or 'regress_<target>')")
 
 
 @dataclass(frozen=True)
@@ -163,20 +183,67 @@ def predict(servable: Servable, signature_name: str, inputs: Dict[str, np.ndarra
     return {k: v for k, v in outputs.items() if not output_filter or k in output_filter}
 
 
-def classify(servable: Servable, signature_name: str, examples: List[tf.train.Example],
-             limits: Limits, batching: Optional[Batching] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Classify API: tf.Examples -> (classes [B, C] bytes, scores [B, C] float)."""
+def run_examples(servable: Servable, signature_name: str, examples: List[tf.train.Example], api: ExampleApi,
+                 limits: Limits, batching: Optional[Batching] = None) -> Dict[str, np.ndarray]:
+    """Classify / Regress: check the signature is the API's kind, check the examples, run them serialized."""
     name = signature_name or DEFAULT_SIGNATURE
     fn = _function(servable, name)
+    check_example_signature(servable, name, fn, api)
+    check_examples(examples, limits)
+    specs = dict(fn.structured_input_signature[1])
+    return _execute(servable, name, fn, specs, {EXAMPLES_INPUT: serialize_examples(examples)}, batching)
+
+
+def check_example_signature(servable: Servable, name: str, fn, api: ExampleApi) -> None:
+    """Method name, the one ``inputs`` tensor and the outputs the API reads, as TF Serving checks them."""
     method = servable.signature_defs[name].method_name
-    if method != CLASSIFY_METHOD:
-        raise invalid(f"Expected classification signature method_name to be {CLASSIFY_METHOD}. Was: {method} "
-                      f"(signature {name!r}; tfpipeline exports classify with signature_name 'classify')")
+    if method != api.method:
+        raise invalid(f"Expected {api.kind} signature method_name to be {api.method}. Was: {method} "
+                      f"(signature {name!r}; tfpipeline exports it as signature_name {api.exported_as})")
+    inputs = sorted(fn.structured_input_signature[1])
+    if inputs != [EXAMPLES_INPUT]:
+        raise invalid(f"No {api.kind} inputs found in signature {name!r}: expected the one input "
+                      f"{EXAMPLES_INPUT!r}, got {inputs}")
+    missing = [k for k in api.outputs if k not in fn.structured_outputs]
+    if missing:
+        raise invalid(f"No {api.kind} outputs {missing} found in signature {name!r} "
+                      f"(outputs: {sorted(fn.structured_outputs)})")
+
+
+def check_examples(examples: Sequence[tf.train.Example], limits: Limits) -> None:
+    """Batch size and the size of every bytes feature value."""
     check_batch(len(examples), limits)
     for i, example in enumerate(examples):
         for key, feature in example.features.feature.items():
             check_text_sizes(feature.bytes_list.value, limits, f"examples[{i}].{key}")
+
+
+def serialize_examples(examples: Sequence[tf.train.Example]) -> np.ndarray:
     serialized = np.empty(len(examples), dtype=object)
     serialized[:] = [e.SerializeToString() for e in examples]
-    outputs = _execute(servable, name, fn, dict(fn.structured_input_signature[1]), {"inputs": serialized}, batching)
+    return serialized
+
+
+def classify(servable: Servable, signature_name: str, examples: List[tf.train.Example],
+             limits: Limits, batching: Optional[Batching] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Classify API: tf.Examples -> (classes [B, C] bytes, scores [B, C] float)."""
+    outputs = run_examples(servable, signature_name, examples, CLASSIFY_API, limits, batching)
     return outputs["classes"], outputs["scores"]
+
+
+def regress(servable: Servable, signature_name: str, examples: List[tf.train.Example],
+            limits: Limits, batching: Optional[Batching] = None) -> np.ndarray:
+    """Regress API: tf.Examples -> one float32 value per example ([B])."""
+    outputs = run_examples(servable, signature_name, examples, REGRESS_API, limits, batching)
+    return regression_values(outputs[REGRESS_OUTPUT], len(examples))
+
+
+def regression_values(values: np.ndarray, batch: int) -> np.ndarray:
+    """TF Serving accepts a float32 ``outputs`` of shape [B] or [B, 1]; anything else is the model's error."""
+    if values.dtype != np.float32:
+        raise invalid(f"Expected output Tensor of DT_FLOAT. Got: {_dtype_name(values)} (regression output "
+                      f"{REGRESS_OUTPUT!r})")
+    if values.shape not in ((batch,), (batch, 1)):
+        raise invalid(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                      f"{list(values.shape)} for {batch} examples")
+    return values.reshape(batch)

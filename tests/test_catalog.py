@@ -7,8 +7,8 @@ import pytest
 
 from tfpipeline.data import catalog
 from tfpipeline.data.catalog import is_available, list_datasets, load_dataset
-from tfpipeline.data.examples import (CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, ImageExample, PairExample,
-                                      TextExample, TokenExample)
+from tfpipeline.data.examples import (CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, REGRESSION, ImageExample,
+                                      PairExample, ScoreExample, TextExample, TokenExample)
 from tfpipeline.errors import DataError
 
 # name -> (task, (min, max) examples over all splits, number of labels)
@@ -24,6 +24,7 @@ EXPECTED = {
     "fashion_mnist": (IMAGE_CLASSIFICATION, (70_000, 70_000), 10),
     "digits": (IMAGE_CLASSIFICATION, (1_797, 1_797), 10),
     "faq_pairs": (EMBEDDING, (850, 900), 0),          # (question, answer) pairs: no labels
+    "rotten_tomatoes_ratings": (REGRESSION, (10_560, 10_642), 1),   # one numeric target, named rating
 }
 NAMES = [info.name for info in list_datasets()]
 
@@ -34,7 +35,7 @@ def _need(name):
 
 
 def _golds(data, split):
-    if data.task == EMBEDDING:
+    if data.task in (EMBEDDING, REGRESSION):
         return set()
     return {tag for ex in split for tag in ex.tags} if data.task == NER else {ex.label for ex in split}
 
@@ -72,10 +73,12 @@ def test_dataset_splits_are_clean_consistent_and_disjoint(name):
         assert data.labels == sorted(data.labels)
     elif task == EMBEDDING:
         assert data.labels == []
+    elif task == REGRESSION:
+        assert data.labels == ["rating"]
     else:                                           # image sets keep their source's class-index order
         assert data.labels == list(list_datasets()[NAMES.index(name)].labels)
     kind = {NER: TokenExample, CLASSIFICATION: TextExample, IMAGE_CLASSIFICATION: ImageExample,
-            EMBEDDING: PairExample}[task]
+            EMBEDDING: PairExample, REGRESSION: ScoreExample}[task]
     for split in (data.train, data.validation, data.test):
         assert _golds(data, split) <= set(data.labels)
         for ex in split:
@@ -84,7 +87,7 @@ def test_dataset_splits_are_clean_consistent_and_disjoint(name):
             assert path and line.lstrip("#").isdigit(), ex.origin    # a line, or an image index in an idx file
             if task == NER:
                 assert len(ex.tokens) == len(ex.tags) > 0, ex.origin
-            elif task == CLASSIFICATION:
+            elif task in (CLASSIFICATION, REGRESSION):
                 assert ex.text and ex.text == ex.text.strip(), ex.origin
             elif task == EMBEDDING:
                 assert ex.query and ex.positive and ex.group and ex.query == ex.query.strip(), ex.origin

@@ -32,6 +32,7 @@ import tf_keras
 from tfpipeline.config import EMBEDDING, IMAGE_CLASSIFICATION, PeftOptions
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.pipeline import TargetScaling
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.errors import CheckpointError
 from tfpipeline.export.saved_model import export_model
@@ -158,14 +159,21 @@ class ModelBundle:
             return ImagePredictor(self.model, self.encoder, self.labels, batch_size)
         if self.task == EMBEDDING:
             return EmbeddingPredictor(self.model, self.encoder, self.labels, batch_size)
-        return Predictor(self.model, self.encoder, self.labels, self.task, batch_size)
+        return Predictor(self.model, self.encoder, self.labels, self.task, batch_size, self.target_scaling)
+
+    @property
+    def target_scaling(self) -> Optional[TargetScaling]:
+        """``regression``: the training targets' mean/std the model's outputs are scaled by (in ``meta``)."""
+        scaling = self.meta.get("target_scaling")
+        return TargetScaling.from_dict(scaling) if scaling else None
 
     def export(self, base_dir: str, model_name: str, *, version: Optional[int] = None,
                warmup_texts: Optional[Sequence[str]] = None, index: Optional[DocumentIndex] = None) -> str:
         """A versioned SavedModel for TF Serving at ``<base_dir>/<model_name>/<version>/``
         (``index``: the documents an embedding model's ``search`` signature ranks; see ``document_index``)."""
         return export_model(self.model, self.encoder, self.labels, self.task, base_dir, model_name,
-                            version=version, warmup_texts=warmup_texts, source_dir=self.directory, index=index)
+                            version=version, warmup_texts=warmup_texts, source_dir=self.directory, index=index,
+                            target_scaling=self.target_scaling)
 
     def document_index(self, texts: Sequence[str], ids: Optional[Sequence[str]] = None, *,
                        top_k: int = 10) -> DocumentIndex:

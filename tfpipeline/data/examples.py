@@ -6,9 +6,9 @@ that errors found later (an unknown label, say) can name the offending line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from tfpipeline.config import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER  # noqa: F401  (task names)
+from tfpipeline.config import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, REGRESSION  # noqa: F401
 from tfpipeline.errors import DataError
 
 
@@ -18,6 +18,16 @@ class TextExample:
 
     text: str
     label: Optional[str] = None
+    text_pair: Optional[str] = None
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreExample:
+    """One sentence (or pair) with numeric targets (``regression``: a rating, an intensity, ...)."""
+
+    text: str
+    targets: Optional[Tuple[float, ...]] = None
     text_pair: Optional[str] = None
     origin: str = ""
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, NER, TextExample, TokenExample
+from tfpipeline.data.examples import CLASSIFICATION, NER, REGRESSION, ScoreExample, TextExample, TokenExample
 from tfpipeline.errors import DataError
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import IGNORE_INDEX, TextEncoder
@@ -73,15 +75,58 @@ def tag_ids(examples: Sequence[TokenExample], labels: LabelMap) -> List[List[int
     return out
 
 
+@dataclass(frozen=True)
+class TargetScaling:
+    """Per-target mean and standard deviation of the training targets (``regression``).
+
+    The model learns standardised targets, so targets of any scale (a -4..4
+    rating, a price) train with the same learning rate and loss scale; the
+    predictor and the export undo it. Stored in the model folder's metadata.
+    """
+
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    @classmethod
+    def fit(cls, examples: Sequence[ScoreExample]) -> "TargetScaling":
+        targets = np.asarray([ex.targets for ex in examples], np.float64)
+        std = targets.std(axis=0)
+        return cls(tuple(float(m) for m in targets.mean(axis=0)), tuple(float(s) if s > 0 else 1.0 for s in std))
+
+    @classmethod
+    def from_dict(cls, value: Dict[str, Sequence[float]]) -> "TargetScaling":
+        return cls(tuple(float(m) for m in value["mean"]), tuple(float(s) for s in value["std"]))
+
+    def as_dict(self) -> Dict[str, List[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    def standardize(self, targets):
+        return (targets - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+    def restore(self, predictions):
+        """Model outputs -> target units (numpy or tensors)."""
+        return predictions * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)
+
+
+def regression_targets(examples: Sequence[ScoreExample], labels: LabelMap, scaling: TargetScaling) -> np.ndarray:
+    """[N, targets] standardised float32 targets; an example without targets (or with too few) names its origin."""
+    for ex in examples:
+        if ex.targets is None or len(ex.targets) != len(labels):
+            raise DataError(f"{ex.origin or 'example'}: needs {len(labels)} target(s) ({', '.join(labels.names)})")
+    return scaling.standardize(np.asarray([ex.targets for ex in examples], np.float32)).astype(np.float32)
+
+
 def _encoded_classification(examples: Sequence[TextExample], encoder: TextEncoder,
-                            labels: LabelMap) -> tf.data.Dataset:
+                            labels: LabelMap, targets: Optional[np.ndarray] = None) -> tf.data.Dataset:
+    """Class ids as labels, or with ``targets`` ([N, T] floats, regression) those instead."""
     if not examples:
         raise DataError("no examples to build a dataset from")
     with_pair = [ex.text_pair is not None for ex in examples]
     if any(with_pair) and not all(with_pair):
         bad = examples[with_pair.index(False)]
         raise DataError(f"{bad.origin}: some examples have a text pair and this one does not")
-    label_ids = tf.constant(classification_label_ids(examples, labels), tf.int32)
+    label_ids = (tf.constant(targets) if targets is not None
+                 else tf.constant(classification_label_ids(examples, labels), tf.int32))
     texts = tf.constant([ex.text for ex in examples])
     if all(with_pair):
         pairs = tf.constant([ex.text_pair for ex in examples])
@@ -126,22 +171,29 @@ def _encoded_tokens(examples: Sequence[TokenExample], encoder: TextEncoder, labe
 def make_dataset(examples: Sequence, encoder: TextEncoder, labels: LabelMap, task: str, *,
                  batch_size: int = 32, training: bool = False, static_shapes: bool = False,
                  bucket: bool = True, seed: int = 13, cache: bool = True,
-                 shuffle_buffer: int = 10_000, lengths: Optional[Sequence[int]] = None) -> tf.data.Dataset:
+                 shuffle_buffer: int = 10_000, lengths: Optional[Sequence[int]] = None,
+                 target_scaling: Optional[TargetScaling] = None) -> tf.data.Dataset:
     """Build the batched ``(features, labels)`` dataset for ``task`` from in-memory examples.
 
     ``training`` shuffles (reshuffled every epoch, seeded). ``static_shapes``
     pads to ``encoder.max_length`` and drops the last partial batch (TPU/XLA).
     ``lengths``: the examples' token lengths if already known (see
-    ``batches_per_epoch``), which saves a tokenization pass.
+    ``batches_per_epoch``), which saves a tokenization pass. ``regression``
+    needs ``target_scaling`` (fit on the training split).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if task == CLASSIFICATION:
         ds, label_pad, label_shape = _encoded_classification(examples, encoder, labels), 0, []
+    elif task == REGRESSION:
+        if target_scaling is None:
+            raise DataError("regression datasets need the training targets' scaling (TargetScaling.fit)")
+        targets = regression_targets(examples, labels, target_scaling)
+        ds, label_pad, label_shape = _encoded_classification(examples, encoder, labels, targets), 0.0, [len(labels)]
     elif task == NER:
         ds, label_pad, label_shape = _encoded_tokens(examples, encoder, labels), IGNORE_INDEX, [None]
     else:
-        raise DataError(f"unknown task {task!r} (use {CLASSIFICATION} or {NER})")
+        raise DataError(f"unknown task {task!r} (use {CLASSIFICATION}, {REGRESSION} or {NER})")
     if cache:
         ds = ds.cache()
     if training:
@@ -149,7 +201,7 @@ def make_dataset(examples: Sequence, encoder: TextEncoder, labels: LabelMap, tas
     pad_values = ({"input_ids": encoder.pad_id, "attention_mask": 0, "token_type_ids": 0}, label_pad)
     if static_shapes:
         length = encoder.max_length
-        shapes = ({k: [length] for k in pad_values[0]}, [length] if label_shape else [])
+        shapes = ({k: [length] for k in pad_values[0]}, [length if d is None else d for d in label_shape])
         ds = ds.padded_batch(batch_size, padded_shapes=shapes, padding_values=pad_values, drop_remainder=True)
     elif bucket:
         edges = bucket_boundaries(encoder.max_length)

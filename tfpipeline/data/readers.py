@@ -9,10 +9,12 @@ table parsing they share with the image readers live in ``rows``.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import List, Optional
 
-from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, TextExample, TokenExample
+from tfpipeline.data.examples import (CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, REGRESSION, ScoreExample,
+                                      TextExample, TokenExample)
 from tfpipeline.data.image_files import read_image_source
 from tfpipeline.data.pair_files import read_pair_file
 from tfpipeline.data.rows import (TABLE_FORMATS, BadRows, has_columns, read_text, row_field,  # noqa: F401
@@ -76,6 +78,60 @@ def read_classification_file(path: str, *, text_column: str = "text", label_colu
         raise DataError(f"{path}: no data rows" + (f" ({bad_rows.summary()})" if bad_rows.skipped else
                                                    " (only a header?)"))
     return examples
+
+
+def target_names(label_column: str) -> List[str]:
+    """The regression targets named by ``label_column`` ("rating" or "valence,arousal")."""
+    names = [name.strip() for name in label_column.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise DataError(f"label column {label_column!r}: give one or more distinct comma-separated column names")
+    return names
+
+
+def read_regression_file(path: str, *, text_column: str = "text", label_column: str = "label",
+                         pair_column: Optional[str] = None, bad_rows: Optional[BadRows] = None) -> List[ScoreExample]:
+    """Read (text, numeric target(s)[, text pair]) rows from CSV/TSV or JSONL.
+
+    ``label_column`` names one target column or several, comma-separated. An
+    empty cell, a value that is not a number, NaN or infinity is a bad row naming
+    file, line and column.
+    """
+    bad_rows = bad_rows or BadRows()
+    fmt = detect_format(path)
+    if fmt == "conll":
+        raise DataError(f"{path}: a regression file must be csv, tsv or jsonl")
+    names = target_names(label_column)
+    wanted = [text_column, *names] + ([pair_column] if pair_column else [])
+    examples = []
+    for line, row in table_rows(path, read_text(path), fmt, bad_rows):
+        if not has_columns(path, line, row, wanted, fmt, bad_rows):
+            continue
+        try:
+            text = row_field(path, line, row, text_column)
+            targets = tuple(_number(path, line, row, name) for name in names)
+            pair = row_field(path, line, row, pair_column) if pair_column else None
+        except DataError as e:
+            bad_rows.bad(str(e))
+            continue
+        examples.append(ScoreExample(text, targets, pair, origin=f"{path}:{line}"))
+    if not examples:
+        raise DataError(f"{path}: no data rows" + (f" ({bad_rows.summary()})" if bad_rows.skipped else
+                                                   " (only a header?)"))
+    return examples
+
+
+def _number(path: str, line: int, row: dict, column: str) -> float:
+    raw = row.get(column)
+    text = "" if raw is None else str(raw).strip()
+    if not text:
+        raise DataError(f"{path}:{line}: field {column!r} is empty (a regression target must be a number)")
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}:{line}: field {column!r} is {text!r}, not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}:{line}: field {column!r} is {text!r}; targets must be finite numbers")
+    return value
 
 
 def read_conll(path: str, *, token_column: int = 0, tag_column: int = -1, require_tags: bool = True,
@@ -159,7 +215,7 @@ PAIR_OPTIONS = ("query_column", "positive_column", "negative_column")
 def read_task_file(path: str, task: str, *, bad_rows: Optional[BadRows] = None, **options) -> list:
     """Read a user file (or, for image_classification, a folder) for ``task`` with the matching reader.
 
-    classification: CSV/TSV/JSONL; ner: CoNLL/BIO; image_classification: a folder
+    classification: CSV/TSV/JSONL; regression: CSV/TSV/JSONL with numeric target column(s); ner: CoNLL/BIO; image_classification: a folder
     per class or a CSV/TSV/JSONL list of image paths (see ``image_files``);
     embedding: CSV/TSV/JSONL (query, positive[, negative]) pairs (see ``pair_files``). Column
     options of the other tasks' readers are ignored, so a caller can pass one set
@@ -167,13 +223,16 @@ def read_task_file(path: str, task: str, *, bad_rows: Optional[BadRows] = None, 
     """
     if task == CLASSIFICATION:
         return read_classification_file(path, bad_rows=bad_rows, **_only(options, TEXT_OPTIONS))
+    if task == REGRESSION:
+        return read_regression_file(path, bad_rows=bad_rows, **_only(options, TEXT_OPTIONS))
     if task == NER:
         return read_conll(path, bad_rows=bad_rows, **_only(options, CONLL_OPTIONS))
     if task == IMAGE_CLASSIFICATION:
         return read_image_source(path, bad_rows=bad_rows, **_only(options, IMAGE_OPTIONS))
     if task == EMBEDDING:
         return read_pair_file(path, bad_rows=bad_rows, **_only(options, PAIR_OPTIONS))
-    raise DataError(f"unknown task {task!r} (use {CLASSIFICATION}, {NER}, {IMAGE_CLASSIFICATION} or {EMBEDDING})")
+    raise DataError(f"unknown task {task!r} (use {CLASSIFICATION}, {NER}, {REGRESSION}, {IMAGE_CLASSIFICATION} or "
+                    f"{EMBEDDING})")
 
 
 def _only(options: dict, names) -> dict:

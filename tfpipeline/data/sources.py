@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tfpipeline.config import DataOptions
 from tfpipeline.data.catalog import list_datasets, load_dataset
-from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, PairExample, TaskData
-from tfpipeline.data.readers import BadRows, read_task_file
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, REGRESSION, PairExample, TaskData
+from tfpipeline.data.readers import BadRows, read_task_file, target_names
 from tfpipeline.errors import DataError
 
 
@@ -187,5 +187,7 @@ def _from_files(task, train_file, validation_file, test_file, seed, bad_rows: Ba
     files = {"train": train_file, "validation": validation_file or f"{train_file}, 10% held out"}
     if test_file:
         files["test"] = test_file
+    labels = target_names(options.get("label_column") or "label") if task == REGRESSION else []
     return TaskData(name=train_file, task=task, train=train, validation=validation, test=test, files=files,
+                    labels=labels,
                     skipped_rows=list(bad_rows.skipped))

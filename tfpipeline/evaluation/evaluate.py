@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Union
 
+import numpy as np
+
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.data.catalog import load_dataset
-from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, REGRESSION
 from tfpipeline.data.readers import read_task_file
 from tfpipeline.errors import DataError
 from tfpipeline.evaluation.ranking import ranking_metrics, retrieval_targets
-from tfpipeline.evaluation.reports import classification_report, ner_report, retrieval_report
+from tfpipeline.evaluation.reports import classification_report, ner_report, regression_report, retrieval_report
 from tfpipeline.inference import EmbeddingPredictor, ImagePredictor, Predictor
 
 
@@ -24,6 +26,8 @@ def evaluate_examples(predictor: Union[Predictor, ImagePredictor, EmbeddingPredi
         raise DataError("nothing to evaluate: no examples")
     if predictor.task == EMBEDDING:
         return evaluate_retrieval(predictor, examples, candidates or ())
+    if predictor.task == REGRESSION:
+        return evaluate_regression(predictor, examples)
     labels = predictor.labels
     if predictor.task in (CLASSIFICATION, IMAGE_CLASSIFICATION):
         for ex in examples:
@@ -44,6 +48,17 @@ def evaluate_examples(predictor: Union[Predictor, ImagePredictor, EmbeddingPredi
             labels.id(tag, ex.origin)
     predicted = predictor.tag([ex.tokens for ex in examples])
     return ner_report([ex.tags for ex in examples], predicted)
+
+
+def evaluate_regression(predictor: Predictor, examples: Sequence) -> Dict:
+    """Predicted vs true targets of every example (an example without targets is an error naming it)."""
+    names = predictor.labels.names
+    for ex in examples:
+        if ex.targets is None or len(ex.targets) != len(names):
+            raise DataError(f"{ex.origin or 'example'}: needs {len(names)} target(s) ({', '.join(names)})")
+    pairs = [ex.text_pair for ex in examples] if examples[0].text_pair is not None else None
+    predicted = predictor.regress([ex.text for ex in examples], pairs)
+    return regression_report(np.asarray([ex.targets for ex in examples], np.float32), predicted, names)
 
 
 def evaluate_retrieval(predictor: EmbeddingPredictor, examples: Sequence, candidates: Sequence) -> Dict:

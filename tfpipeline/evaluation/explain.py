@@ -45,7 +45,7 @@ import tensorflow as tf
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.config.explain import (BASELINES, GAUSS_LEGENDRE, IG_METHODS, MIN_STEPS, PAD_BASELINE,
                                        TRAPEZOID)
-from tfpipeline.data.examples import CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, NER, REGRESSION
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.decoding import bio_tables, byte_to_char_offsets, merge_entities
@@ -240,6 +240,18 @@ def _softmax(logits: tf.Tensor) -> tf.Tensor:
 
 register_task_score(CLASSIFICATION, TaskScore(encode_text, _softmax, classification_targets, check_label))
 register_task_score(NER, TaskScore(encode_words, _softmax, entity_targets, check_entity_type, per_token=True))
+
+
+def regression_targets(case: EncodedText, outputs: np.ndarray, labels: LabelMap,
+                       target: Optional[str]) -> Tuple[dict, List[Target]]:
+    """Every target (or the one named ``target``): the model's standardised output for it (attributions are in
+    standard deviations of the training targets)."""
+    prediction = {"label": labels.names[0], "score": float(outputs[0])}
+    chosen = [labels.id(target)] if target is not None else range(len(labels))
+    return prediction, [one_hot_target(labels.name(i), i, len(labels)) for i in chosen]
+
+
+register_task_score(REGRESSION, TaskScore(encode_text, tf.identity, regression_targets, check_label))
 
 
 # --------------------------------------------------------------------------- the path integral

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, NER, REGRESSION
 from tfpipeline.errors import ConfigError, DataError
 
 REPORT_HTML = "report.html"
@@ -50,7 +50,7 @@ def write_html_report(directory: str, report: dict, *, history: Optional[dict] =
     """
     if os.path.basename(filename) != filename or not filename.endswith(".html"):
         raise ConfigError(f"report page name must be a file name ending in .html, got {filename!r}")
-    if report.get("task") not in (CLASSIFICATION, NER, EMBEDDING):
+    if report.get("task") not in (CLASSIFICATION, NER, EMBEDDING, REGRESSION):
         raise DataError(f"not an evaluation report: task {report.get('task')!r}")
     os.makedirs(directory, exist_ok=True)
     figures = {"curves": curves_figure(history or {}, kept_epoch(report))}
@@ -191,6 +191,9 @@ def headline(report: Mapping) -> List[Tuple[str, str]]:
     if report["task"] == CLASSIFICATION:
         rows = [("accuracy", f"{report['accuracy']:.4f}"), ("macro-F1", f"{report['macro_f1']:.4f}"),
                 ("weighted-F1", f"{report['weighted_f1']:.4f}"), ("examples", str(report["examples"]))]
+    elif report["task"] == REGRESSION:
+        rows = [(name, f"{report[name]:.4f}") for name in ("pearson", "spearman", "mae", "rmse")]
+        rows.append(("examples", str(report["examples"])))
     elif report["task"] == EMBEDDING:
         rows = [(name, f"{report[name]:.4f}") for name in report["metrics"]]
         rows += [("queries", str(report["queries"])), ("candidates", str(report["candidates"]))]
@@ -236,6 +239,11 @@ def render_page(report: Mapping, images: Mapping[str, bytes], recipe: Optional[M
         parts += ["<h2>Confusion matrix</h2>\n<p>Rows: true label; columns: predicted label.</p>\n",
                   image(images["confusion_matrix"], "confusion matrix"), "<h2>Per-class scores</h2>\n",
                   table(("label", "precision", "recall", "F1", "support"), scores_rows(report["per_class"]))]
+    elif report["task"] == REGRESSION:
+        parts += ["<h2>Per-target scores</h2>\n",
+                  table(("target", "Pearson", "Spearman", "MAE", "RMSE"),
+                        [(name, *(f"{row[m]:.4f}" for m in ("pearson", "spearman", "mae", "rmse")))
+                         for name, row in report["per_target"].items()])]
     elif report["task"] == NER:
         parts += ["<h2>Entity scores per type</h2>\n", image(images["entity_f1"], "entity scores per type"),
                   "<h2>Per-type scores</h2>\n",

@@ -2,16 +2,21 @@
 
 Classification: accuracy, macro-F1, sklearn per-class report, confusion matrix.
 NER: seqeval *entity-level* precision/recall/F1 (strict spans), not token accuracy.
+Regression: Pearson / Spearman correlation, MAE, RMSE per target.
 Embedding: recall@k and MRR of each query's matching text among a pool of candidates.
 """
 from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
+import numpy as np
+from scipy import stats
 from seqeval import metrics as seqeval_metrics
 from sklearn import metrics
 
-from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, NER, REGRESSION
+
+REGRESSION_METRICS = ("pearson", "spearman", "mae", "rmse")
 
 
 def classification_report(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> Dict:
@@ -46,6 +51,20 @@ def ner_report(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]])
     }
 
 
+def regression_report(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]) -> Dict:
+    """MAE, RMSE, Pearson and Spearman per target (and their means over targets), in the targets' units."""
+    per_target = {}
+    for column, name in enumerate(names):
+        truth, pred = y_true[:, column].astype(np.float64), y_pred[:, column].astype(np.float64)
+        constant = truth.std() == 0 or pred.std() == 0
+        per_target[name] = {
+            "mae": float(np.mean(np.abs(pred - truth))), "rmse": float(np.sqrt(np.mean((pred - truth) ** 2))),
+            "pearson": 0.0 if constant else float(stats.pearsonr(truth, pred)[0]),
+            "spearman": 0.0 if constant else float(stats.spearmanr(truth, pred)[0])}
+    means = {m: float(np.mean([row[m] for row in per_target.values()])) for m in REGRESSION_METRICS}
+    return {"task": REGRESSION, "examples": int(len(y_true)), **means, "per_target": per_target}
+
+
 def retrieval_report(metrics: Dict[str, float], queries: int, candidates: int) -> Dict:
     """An ``embedding`` model's report: ranking metrics of the split's queries against a candidate pool."""
     return {"task": EMBEDDING, "queries": queries, "candidates": candidates, "metrics": list(metrics), **metrics}
@@ -54,6 +73,14 @@ def retrieval_report(metrics: Dict[str, float], queries: int, candidates: int) -
 def format_report(report: Dict) -> str:
     """Human-readable table of a report dict; the name column fits the longest label."""
     lines: List[str] = []
+    if report["task"] == REGRESSION:
+        width = max([24] + [len(name) + 2 for name in report["per_target"]])
+        lines.append(f"{'target':<{width}}" + "".join(f"{m:>10}" for m in REGRESSION_METRICS))
+        for name, row in report["per_target"].items():
+            lines.append(f"{name:<{width}}" + "".join(f"{row[m]:>10.4f}" for m in REGRESSION_METRICS))
+        lines.append(f"pearson {report['pearson']:.4f}   spearman {report['spearman']:.4f}   mae "
+                     f"{report['mae']:.4f}   rmse {report['rmse']:.4f}   ({report['examples']} examples)")
+        return "\n".join(lines)
     if report["task"] == EMBEDDING:
         scores = "   ".join(f"{name} {report[name]:.4f}" for name in report["metrics"])
         return f"{scores}   ({report['queries']} queries against {report['candidates']} candidates)"

@@ -26,6 +26,7 @@ import tfpipeline
 from tfpipeline.errors import ExportError
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.pipeline import TargetScaling
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.export.signatures import DocumentIndex, serving_module
 from tfpipeline.export.warmup import DEFAULT_WARMUP_TEXTS, WARMUP_FILE, write_warmup_requests
@@ -38,7 +39,8 @@ SAVED_MODEL_FILE = "saved_model.pb"
 
 def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str, base_dir: str,
                  model_name: str, *, version: Optional[int] = None, warmup_texts: Optional[Sequence[str]] = None,
-                 source_dir: str = "", index: Optional[DocumentIndex] = None) -> str:
+                 source_dir: str = "", index: Optional[DocumentIndex] = None,
+                 target_scaling: Optional[TargetScaling] = None) -> str:
     """Export a trained Keras model to ``<base_dir>/<model_name>/<version>/`` and return that path.
 
     Usually called as ``ModelBundle.export(base_dir, model_name)``. ``version``
@@ -55,7 +57,7 @@ def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: Label
     # hidden staging folder: a model server polling model_root never sees a half-written version
     with staged_output(final, hidden=True, error=ExportError) as staging:
         _write_saved_model(staging, model, encoder, labels, task, warmup_texts, model_name, version, source_dir,
-                           index)
+                           dict(index=index, target_scaling=target_scaling))
     return final
 
 
@@ -81,21 +83,26 @@ def _choose_version(model_root: str, version: Optional[int]) -> int:
 
 def _write_saved_model(path: str, model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str,
                        warmup_texts, model_name: str, version: int, source_dir: str,
-                       index: Optional[DocumentIndex] = None) -> None:
+                       options: Dict[str, object]) -> None:
     with tempfile.TemporaryDirectory() as assets:
         encoder.save(assets)
         labels.save(assets)
-        module = serving_module(model, encoder, labels, task, asset_dir=assets, index=index)
+        module = serving_module(model, encoder, labels, task, asset_dir=assets, **options)
         tf.saved_model.save(module, path, signatures=module.signatures(),
                             options=tf.saved_model.SaveOptions(save_debug_info=False))
     if module.method_names():
         set_method_names(path, module.method_names())
     extra = os.path.join(path, ASSETS_EXTRA)
     os.makedirs(extra, exist_ok=True)
-    text_signatures = [name for name in ("serving_default", "search") if name in module.signatures()]
+    signatures = module.signatures()
+    text_signatures = [name for name in ("serving_default", "search") if name in signatures]
+    regress_signatures = [name for name, method in module.method_names().items()
+                          if method == tf.saved_model.REGRESS_METHOD_NAME]
     write_warmup_requests(os.path.join(extra, WARMUP_FILE), model_name, task, encoder,
-                          list(warmup_texts or DEFAULT_WARMUP_TEXTS), text_signatures=text_signatures)
+                          list(warmup_texts or DEFAULT_WARMUP_TEXTS), text_signatures=text_signatures,
+                          regress_signatures=regress_signatures)
     meta = export_metadata(path, task, labels, encoder, model_name, version, source_dir)
+    index = options.get("index")
     if index is not None:
         meta["index"] = {"documents": len(index.ids), "top_k": min(index.top_k, len(index.ids))}
     with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:

@@ -32,6 +32,13 @@ image_classification (the ``ImageEncoder`` -- decode, resize, normalise -- is in
     predict_pixels             pixels[B,H,W,3] float32, 0..255, any H and W (already decoded; core ops only)
                                -> label_id[B] int32, scores[B,C] float32
 
+regression (T = targets, in their own units)
+    serving_default, predict   text[B] string -> predictions[B,T] float32
+    predict_pair               text[B], text_pair[B] string -> predictions[B,T]
+    predict_ids                input_ids[B,T'], attention_mask[B,T'] int32 -> predictions[B,T]
+    regress (Regress API)      inputs[B] serialized tf.Example{text} -> outputs[B] float32 (one target;
+                               ``regress_<target>`` per target when there are several)
+
 embedding (H = hidden size, K = the index's top_k)
     serving_default, embed     text[B] string -> embedding[B,H] float32 (L2-normalised: dot = cosine)
     predict_ids                input_ids[B,T], attention_mask[B,T] int32 -> embedding[B,H]
@@ -42,6 +49,7 @@ Padding in [B,W] / [B,E] outputs: "" for strings, 0 for scores, -1 for offsets.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Union
@@ -50,9 +58,10 @@ import numpy as np
 
 import tensorflow as tf
 
-from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, REGRESSION
 from tfpipeline.data.images import PIXELS, ImageEncoder
 from tfpipeline.data.labels import LabelMap
+from tfpipeline.data.pipeline import TargetScaling
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.decoding import bio_tables, char_offsets, merge_bio, word_scores
 from tfpipeline.errors import ExportError
@@ -145,6 +154,66 @@ class ClassifierServing(ServingModule):
 
     def method_names(self):
         return {"classify": tf.saved_model.CLASSIFY_METHOD_NAME}   # TF Serving's Classify API routes here
+
+
+@register_serving_module(REGRESSION)
+class RegressorServing(ServingModule):
+    """Numeric targets: raw text in, predictions in the targets' units out; one Regress API signature per target.
+
+    The model predicts standardised targets; the training targets' mean/std
+    (``TargetScaling``) are constants of the graph that undo it.
+    """
+
+    def __init__(self, model, encoder: TextEncoder, labels: LabelMap, asset_dir: str = "",
+                 target_scaling: Optional[TargetScaling] = None):
+        super().__init__(model, encoder, labels, asset_dir)
+        if target_scaling is None:
+            raise ExportError("a regression export needs the model's target scaling (ModelBundle.target_scaling)")
+        self.target_mean = tf.constant(target_scaling.mean, tf.float32)
+        self.target_std = tf.constant(target_scaling.std, tf.float32)
+        self.target_names = list(labels.names)
+        self.regress_functions = {regress_signature_name(name, self.target_names): self._regress_function(i)
+                                  for i, name in enumerate(self.target_names)}
+
+    def _predictions(self, logits):
+        return logits * self.target_std + self.target_mean
+
+    @tf.function(input_signature=[TEXT])
+    def predict_text(self, text):
+        return {"predictions": self._predictions(self._logits(self.encoder.pad(self.encoder.encode(text))))}
+
+    @tf.function(input_signature=[TEXT, TEXT_PAIR])
+    def predict_pair(self, text, text_pair):
+        features = self.encoder.pad(self.encoder.encode(text, text_pair))
+        return {"predictions": self._predictions(self._logits(features))}
+
+    @tf.function(input_signature=[IDS, MASK])
+    def predict_ids(self, input_ids, attention_mask):
+        return {"predictions": self._predictions(self.logits_from_ids(input_ids, attention_mask))}
+
+    def _regress_function(self, column: int):
+        @tf.function(input_signature=[EXAMPLES])
+        def regress(inputs):
+            parsed = tf.io.parse_example(inputs, {EXAMPLE_TEXT_FEATURE: tf.io.FixedLenFeature([], tf.string)})
+            features = self.encoder.pad(self.encoder.encode(parsed[EXAMPLE_TEXT_FEATURE]))
+            return {"outputs": self._predictions(self._logits(features))[:, column]}
+        return regress
+
+    def signatures(self):
+        text = self.predict_text.get_concrete_function()
+        out = {"serving_default": text, "predict": text, "predict_pair": self.predict_pair.get_concrete_function(),
+               "predict_ids": self.predict_ids.get_concrete_function()}
+        out.update({name: fn.get_concrete_function() for name, fn in self.regress_functions.items()})
+        return out
+
+    def method_names(self):
+        return {name: tf.saved_model.REGRESS_METHOD_NAME for name in self.regress_functions}
+
+
+def regress_signature_name(target: str, targets: List[str]) -> str:
+    """``regress`` for a single-target model, ``regress_<target>`` per target otherwise (TF Serving's Regress API
+    returns one value per example)."""
+    return "regress" if len(targets) == 1 else f"regress_{target}"
 
 
 @register_serving_module(NER)
@@ -292,12 +361,13 @@ class EmbeddingServing(ServingModule):
 
 
 def serving_module(model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str,
-                   asset_dir: str = "", index: Optional[DocumentIndex] = None) -> ServingModule:
-    """The registered serving module for ``task`` (``index``: an embedding export's documents)."""
+                   asset_dir: str = "", **options) -> ServingModule:
+    """The registered serving module for ``task``; ``options`` (None values ignored) go to modules that take
+    them: ``index`` (embedding: the documents ``search`` ranks), ``target_scaling`` (regression)."""
     if task not in SERVING_MODULES:
         raise ExportError(f"no serving module for task {task!r} (registered: {', '.join(sorted(SERVING_MODULES))})")
-    if index is not None:
-        if task != EMBEDDING:
-            raise ExportError(f"a document index needs an {EMBEDDING} model, not {task}")
-        return SERVING_MODULES[task](model, encoder, labels, asset_dir, index=index)
-    return SERVING_MODULES[task](model, encoder, labels, asset_dir)
+    options = {name: value for name, value in options.items() if value is not None}
+    wanted = set(inspect.signature(SERVING_MODULES[task]).parameters) - {"model", "encoder", "labels", "asset_dir"}
+    if set(options) - wanted:
+        raise ExportError(f"a {task} export takes no {', '.join(sorted(set(options) - wanted))}")
+    return SERVING_MODULES[task](model, encoder, labels, asset_dir, **options)

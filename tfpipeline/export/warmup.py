@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import List, Sequence, Union
 
 import tensorflow as tf
-from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2, regression_pb2
 
 from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION
 from tfpipeline.data.images import ImageEncoder
@@ -46,7 +46,8 @@ def sample_images() -> List[bytes]:
 
 
 def warmup_logs(model_name: str, task: str, encoder: Union[TextEncoder, ImageEncoder],
-                texts: Sequence[str], text_signatures: Sequence[str] = ("serving_default",)) -> list:
+                texts: Sequence[str], text_signatures: Sequence[str] = ("serving_default",),
+                regress_signatures: Sequence[str] = ()) -> list:
     """PredictionLogs for every signature: the raw-text ones (``text_signatures``), ``predict_ids`` and
     (classification) ``classify``; images: ``serving_default``, ``classify`` and ``predict_pixels`` on
     ``sample_images``."""
@@ -76,6 +77,12 @@ def warmup_logs(model_name: str, task: str, encoder: Union[TextEncoder, ImageEnc
         request.model_spec.signature_name = "classify"
         request.input.example_list.examples.extend(text_example(t) for t in texts)
         logs.append(prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(request=request)))
+    for signature in regress_signatures:
+        regress = regression_pb2.RegressionRequest()
+        regress.model_spec.name = model_name
+        regress.model_spec.signature_name = signature
+        regress.input.example_list.examples.extend(text_example(t) for t in texts)
+        logs.append(prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=regress)))
     return logs
 
 
@@ -102,9 +109,10 @@ def image_warmup_logs(model_name: str, encoder: ImageEncoder, images: Sequence[b
 
 
 def write_warmup_requests(path: str, model_name: str, task: str, encoder: Union[TextEncoder, ImageEncoder],
-                          texts: Sequence[str], text_signatures: Sequence[str] = ("serving_default",)) -> int:
+                          texts: Sequence[str], text_signatures: Sequence[str] = ("serving_default",),
+                          regress_signatures: Sequence[str] = ()) -> int:
     """Write the warmup TFRecord; returns the number of records."""
-    logs = warmup_logs(model_name, task, encoder, texts, text_signatures)
+    logs = warmup_logs(model_name, task, encoder, texts, text_signatures, regress_signatures)
     with tf.io.TFRecordWriter(path) as writer:
         for log in logs:
             writer.write(log.SerializeToString())

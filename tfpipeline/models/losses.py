@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Tuple
 import tensorflow as tf
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, REGRESSION
 from tfpipeline.data.tokenization import IGNORE_INDEX
 from tfpipeline.errors import ConfigError
 
@@ -40,12 +40,44 @@ class MaskedAccuracy(tf_keras.metrics.Mean):
         return super().update_state(tf.boolean_mask(hits, mask))
 
 
+class PearsonCorrelation(tf_keras.metrics.Metric):
+    """Pearson correlation of predictions with targets over the whole epoch (mean over targets).
+
+    Streaming sums, so it is exact over all batches, not an average of per-batch correlations;
+    the ``regression`` task's validation score (it does not care about the targets' scale).
+    """
+
+    def __init__(self, name: str = "pearson", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.sums = {key: self.add_weight(name=key, shape=(), initializer="zeros", dtype=tf.float64)
+                     for key in ("n", "x", "y", "xx", "yy", "xy")}
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y, x = tf.cast(y_true, tf.float64), tf.cast(y_pred, tf.float64)
+        n = tf.cast(tf.shape(x)[0], tf.float64)
+        for key, value in (("n", n), ("x", x), ("y", y), ("xx", x * x), ("yy", y * y), ("xy", x * y)):
+            self.sums[key].assign_add(value if key == "n" else tf.reduce_sum(tf.reduce_mean(value, axis=-1)))
+
+    def result(self):
+        s = self.sums
+        n = tf.maximum(s["n"], 1.0)
+        cov = s["xy"] / n - s["x"] / n * s["y"] / n
+        var_x = s["xx"] / n - tf.square(s["x"] / n)
+        var_y = s["yy"] / n - tf.square(s["y"] / n)
+        return tf.cast(cov / tf.sqrt(tf.maximum(var_x * var_y, 1e-12)), tf.float32)
+
+    def reset_state(self):
+        for variable in self.sums.values():
+            variable.assign(0.0)
+
+
 LossFactory = Callable[[], Tuple[tf_keras.losses.Loss, List[tf_keras.metrics.Metric]]]
 TASK_LOSSES: Dict[str, LossFactory] = {}
 
 
 def register_task_loss(task: str, factory: LossFactory) -> None:
-    """Declare the (loss, metrics) a task compiles with; the metric must be named ``accuracy``."""
+    """Declare the (loss, metrics) a task compiles with; its validation score is ``SELECTION_METRIC``'s entry
+    (``training.callbacks``)."""
     TASK_LOSSES[task] = factory
 
 
@@ -57,11 +89,14 @@ def _class_loss():
 register_task_loss(CLASSIFICATION, _class_loss)
 register_task_loss(IMAGE_CLASSIFICATION, _class_loss)
 register_task_loss(EMBEDDING, _class_loss)   # over in-batch candidates: see models.embedding_model
+# standardised targets (see data.pipeline.TargetScaling): MSE, and Pearson as the validation score
+register_task_loss(REGRESSION, lambda: (tf_keras.losses.MeanSquaredError(), [PearsonCorrelation()]))
 register_task_loss(NER, lambda: (MaskedSparseCategoricalCrossentropy(), [MaskedAccuracy()]))
 
 
 def loss_and_metrics(task: str):
-    """(loss, metrics) for ``compile``; the metric is named ``accuracy`` for every task."""
+    """(loss, metrics) for ``compile``; the metric is named ``accuracy`` for every classification-like task
+    (``pearson`` for regression)."""
     if task not in TASK_LOSSES:
         raise ConfigError(f"no loss registered for task {task!r}")
     return TASK_LOSSES[task]()

@@ -18,7 +18,7 @@ import tf_keras
 from transformers import (AutoConfig, BertConfig, TFAutoModelForSequenceClassification,
                           TFAutoModelForTokenClassification, TFBertModel)
 
-from tfpipeline.data.examples import CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, NER, REGRESSION
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import FEATURES, TextEncoder, read_vocab
 from tfpipeline.errors import ConfigError
@@ -34,6 +34,7 @@ def register_task_head(task: str, auto_class: type) -> None:
 
 register_task_head(CLASSIFICATION, TFAutoModelForSequenceClassification)
 register_task_head(NER, TFAutoModelForTokenClassification)
+register_task_head(REGRESSION, TFAutoModelForSequenceClassification)   # one output per target, no softmax
 
 
 def task_head(task: str) -> type:

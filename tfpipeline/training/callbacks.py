@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import tf_keras
 
-from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER
+from tfpipeline.data.examples import CLASSIFICATION, IMAGE_CLASSIFICATION, NER, REGRESSION
 from tfpipeline.evaluation.evaluate import evaluate_examples
 from tfpipeline.inference import Predictor
 from tfpipeline.models.optimization import AnnealableWarmupLinearDecay, schedule_of
@@ -17,8 +17,9 @@ ENTITY_F1 = "val_entity_f1"
 # The validation score each task keeps its best epoch by (and stops on): what its report leads with.
 # NER token accuracy is ~0.9 for a model that tags everything O, so NER uses seqeval entity F1.
 SELECTION_METRIC: Dict[str, str] = {CLASSIFICATION: "val_accuracy", IMAGE_CLASSIFICATION: "val_accuracy",
-                                    NER: ENTITY_F1}
-METRIC_NAMES = {"val_accuracy": "validation accuracy", ENTITY_F1: "validation entity F1"}
+                                    NER: ENTITY_F1, REGRESSION: "val_pearson"}
+METRIC_NAMES = {"val_accuracy": "validation accuracy", ENTITY_F1: "validation entity F1",
+                "val_pearson": "validation Pearson r"}
 
 
 class ValidationEntityF1(tf_keras.callbacks.Callback):

@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tfpipeline.config import (CLASSIFICATION, DEFAULT_CHECKPOINT, DEFAULT_IMAGE_CHECKPOINT, EMBEDDING,
-                               IMAGE_CLASSIFICATION, NER, TrainConfig)
+                               IMAGE_CLASSIFICATION, NER, REGRESSION, TrainConfig)
 from tfpipeline.data.examples import TaskData, TextExample
 from tfpipeline.data.image_files import image_sizes
 from tfpipeline.data.image_pipeline import image_batches_per_epoch
@@ -185,7 +185,7 @@ def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replic
     auto_epochs = cfg.epochs is None
     units = label_units(labels, data.task)
     cap = epoch_cap(steps, units, recipe)
-    kind = {NER: "entity types", EMBEDDING: "similarity output"}.get(data.task, "classes")
+    kind = {NER: "entity types", EMBEDDING: "similarity output", REGRESSION: "targets"}.get(data.task, "classes")
     pick("epochs", cap, f"cap for {steps} steps/epoch and {units} {kind}")
     warmup_why = f"{source}, at most one epoch" if auto_epochs else source
     pick("warmup_ratio", min(recipe.warmup_ratio, 1.0 / cap) if auto_epochs else recipe.warmup_ratio, warmup_why)

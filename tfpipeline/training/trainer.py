@@ -25,12 +25,12 @@ import tf_keras
 
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.config import TrainConfig, make_config, with_overrides
-from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, TaskData
+from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, REGRESSION, TaskData
 from tfpipeline.data.image_pipeline import make_image_dataset
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.pair_pipeline import make_pair_dataset
-from tfpipeline.data.pipeline import make_dataset
+from tfpipeline.data.pipeline import TargetScaling, make_dataset
 from tfpipeline.data.readers import summarize_bad_rows
 from tfpipeline.data.sources import data_from_options
 from tfpipeline.data.tokenization import TextEncoder
@@ -132,6 +132,7 @@ class TaskInputs:
     train: tf.data.Dataset
     validation: tf.data.Dataset
     build_model: Callable[[], tf_keras.Model]   # called inside the strategy scope
+    meta: Dict[str, Any] = field(default_factory=dict)   # what the model folder must record (regression scaling)
 
 
 def task_inputs(cfg: TrainConfig, data: TaskData, labels: LabelMap, recipe: EffectiveRecipe, global_batch: int,
@@ -154,14 +155,17 @@ def task_inputs(cfg: TrainConfig, data: TaskData, labels: LabelMap, recipe: Effe
                           make_pair_dataset(data.validation, encoder, **common),
                           lambda: build_embedding_model(checkpoint, dropout=cfg.dropout,
                                                         pretrained=not cfg.from_scratch))
+    scaling = TargetScaling.fit(data.train) if data.task == REGRESSION else None
     return TaskInputs(
         encoder,
         make_dataset(data.train, encoder, labels, data.task, batch_size=global_batch, training=True,
-                     static_shapes=static, bucket=cfg.bucket, seed=cfg.seed, lengths=recipe.train_lengths),
+                     static_shapes=static, bucket=cfg.bucket, seed=cfg.seed, lengths=recipe.train_lengths,
+                     target_scaling=scaling),
         make_dataset(data.validation, encoder, labels, data.task, batch_size=global_batch, static_shapes=static,
-                     bucket=cfg.bucket),
+                     bucket=cfg.bucket, target_scaling=scaling),
         lambda: build_task_model(checkpoint, data.task, labels, dropout=cfg.dropout,
-                                 pretrained=not cfg.from_scratch))
+                                 pretrained=not cfg.from_scratch),
+        {"target_scaling": scaling.as_dict()} if scaling else {})
 
 
 def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
@@ -191,7 +195,7 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
     try:
         tf_keras.mixed_precision.set_global_policy(cfg.precision)
         with strategy.scope():
-            bundle = ModelBundle(inputs.build_model(), inputs.encoder, labels, task)
+            bundle = ModelBundle(inputs.build_model(), inputs.encoder, labels, task, dict(inputs.meta))
             if cfg.peft:
                 apply_peft(bundle.model, cfg.peft_options())
             bundle.compile(learning_rate=cfg.learning_rate, total_steps=cfg.epochs * steps,
@@ -239,7 +243,7 @@ def shapes_note(task: str, cfg: TrainConfig, static: bool) -> str:
 
 def check_labels(data: TaskData, labels: LabelMap) -> None:
     """Every validation/test label must be known: an unknown one names its file and line, before training."""
-    if data.task == EMBEDDING:
+    if data.task in (EMBEDDING, REGRESSION):   # no label names to check (regression targets: the readers did)
         return
     for ex in list(data.validation) + list(data.test):
         for name in ([ex.label] if data.task in (CLASSIFICATION, IMAGE_CLASSIFICATION) else list(ex.tags or [])):
