@@ -23,6 +23,12 @@ from tfpipeline.decoding import byte_to_char_offsets, merge_entities, word_score
 from tfpipeline.errors import DataError, op_error_text
 
 
+def class_results(probabilities: np.ndarray, labels: LabelMap) -> List[Dict]:
+    """Per row of [N, C] probabilities: the top label, its score and every label's score (text and image models)."""
+    return [{"label": labels.name(int(p.argmax())), "score": float(p.max()),
+             "scores": {n: float(s) for n, s in zip(labels.names, p)}} for p in probabilities]
+
+
 class Predictor:
     """Wraps (model, encoder, labels) for batched prediction on raw strings or token lists."""
 
@@ -63,9 +69,7 @@ class Predictor:
         return out
 
     def classify(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> List[Dict]:
-        probs = self.class_probabilities(texts, pairs)
-        return [{"label": self.labels.name(int(p.argmax())), "score": float(p.max()),
-                 "scores": {n: float(s) for n, s in zip(self.labels.names, p)}} for p in probs]
+        return class_results(self.class_probabilities(texts, pairs), self.labels)
 
     # ------------------------------------------------------------------- NER
     def tag_ids(self, token_lists: Sequence[Sequence[str]]) -> List[np.ndarray]:
@@ -131,9 +135,7 @@ class ImagePredictor:
         return out
 
     def classify(self, images: Sequence[Union[str, bytes]]) -> List[Dict]:
-        probs = self.class_probabilities(images)
-        return [{"label": self.labels.name(int(p.argmax())), "score": float(p.max()),
-                 "scores": {n: float(s) for n, s in zip(self.labels.names, p)}} for p in probs]
+        return class_results(self.class_probabilities(images), self.labels)
 
 
 def read_image_bytes(image: Union[str, bytes]) -> bytes:

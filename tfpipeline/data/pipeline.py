@@ -108,11 +108,16 @@ class TargetScaling:
         return predictions * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)
 
 
-def regression_targets(examples: Sequence[ScoreExample], labels: LabelMap, scaling: TargetScaling) -> np.ndarray:
-    """[N, targets] standardised float32 targets; an example without targets (or with too few) names its origin."""
+def check_targets(examples: Sequence[ScoreExample], labels: LabelMap) -> None:
+    """Every example has one value per target; the first that does not names its origin."""
     for ex in examples:
         if ex.targets is None or len(ex.targets) != len(labels):
             raise DataError(f"{ex.origin or 'example'}: needs {len(labels)} target(s) ({', '.join(labels.names)})")
+
+
+def regression_targets(examples: Sequence[ScoreExample], labels: LabelMap, scaling: TargetScaling) -> np.ndarray:
+    """[N, targets] standardised float32 targets (checked with ``check_targets``)."""
+    check_targets(examples, labels)
     return scaling.standardize(np.asarray([ex.targets for ex in examples], np.float32)).astype(np.float32)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.data.catalog import load_dataset
 from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, REGRESSION
+from tfpipeline.data.pipeline import check_targets
 from tfpipeline.data.readers import read_task_file
 from tfpipeline.errors import DataError
 from tfpipeline.evaluation.ranking import ranking_metrics, retrieval_targets
@@ -52,13 +53,11 @@ def evaluate_examples(predictor: Union[Predictor, ImagePredictor, EmbeddingPredi
 
 def evaluate_regression(predictor: Predictor, examples: Sequence) -> Dict:
     """Predicted vs true targets of every example (an example without targets is an error naming it)."""
-    names = predictor.labels.names
-    for ex in examples:
-        if ex.targets is None or len(ex.targets) != len(names):
-            raise DataError(f"{ex.origin or 'example'}: needs {len(names)} target(s) ({', '.join(names)})")
+    check_targets(examples, predictor.labels)
     pairs = [ex.text_pair for ex in examples] if examples[0].text_pair is not None else None
     predicted = predictor.regress([ex.text for ex in examples], pairs)
-    return regression_report(np.asarray([ex.targets for ex in examples], np.float32), predicted, names)
+    return regression_report(np.asarray([ex.targets for ex in examples], np.float32), predicted,
+                             predictor.labels.names)
 
 
 def evaluate_retrieval(predictor: EmbeddingPredictor, examples: Sequence, candidates: Sequence) -> Dict:

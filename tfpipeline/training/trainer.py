@@ -126,7 +126,7 @@ def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: in
 
 @dataclass
 class TaskInputs:
-    """What differs between text and image training: the encoder, the two datasets and the model builder."""
+    """What differs between tasks (text, pairs, images): the encoder, the two datasets and the model builder."""
 
     encoder: Union[TextEncoder, ImageEncoder]
     train: tf.data.Dataset
