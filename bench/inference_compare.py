@@ -10,7 +10,11 @@ Two levels, each with its own baseline (the tfpipeline SavedModel = 1.0):
   is listed too.
 
 The fine-tuned models of part (a) are used: the Keras model exported with
-tfpipeline's exporter, the PyTorch model as is and exported to ONNX.
+tfpipeline's exporter, the PyTorch model as is and exported to ONNX. The
+SavedModel is exported once per ``--optimize`` setting (``none`` = the Keras
+graph, the baseline; ``compact``; ``compact+xla``: see
+tfpipeline/export/compact_encoder.py), each a row of its own. Without PyTorch
+(``pt_model`` None) only the TensorFlow engines run.
 """
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ import benchlib
 import tf_engines
 import torch_baseline as tb
 
-SM_IDS = "tfpipeline SavedModel predict_ids"
-SM_TEXT = "tfpipeline SavedModel text"
+SM_IDS = tf_engines.engine_name("none", "predict_ids")
+SM_TEXT = tf_engines.engine_name("none", "text")
 PREDICTOR = "tfpipeline Predictor (Keras)"
 PT = "PyTorch eager"
 ORT = "ONNX Runtime"
@@ -39,14 +43,19 @@ def request_batches(texts: Sequence[str], size: int, count: int) -> List[List[st
 
 def compare_inference(args, *, tf_model, encoder, labels, task, predictor, pt_model, tokenizer,
                       texts: Sequence[str], threads: int, tmp: str) -> Tuple[dict, list]:
-    path = tf_engines.export_saved_model(tf_model, encoder, labels, task, os.path.join(tmp, "export"))
-    saved = tf_engines.load_signatures(path)
+    """``pt_model``/``tokenizer`` None: TensorFlow engines only. ``args.optimize``: the SavedModel variants."""
+    optimizations = ["none"] + [o for o in getattr(args, "optimize", ["none"]) if o != "none"]
+    paths = {o: tf_engines.export_saved_model(tf_model, encoder, labels, task, os.path.join(tmp, "export"), o)
+             for o in optimizations}
+    saved_models = {o: tf_engines.load_signatures(path) for o, path in paths.items()}
     session = None
-    if not args.skip_onnx:
-        session = tb.onnx_session(tb.export_onnx(pt_model, os.path.join(tmp, "model.onnx")), threads)
-    pt_model.eval()
+    if pt_model is not None:
+        if not args.skip_onnx:
+            session = tb.onnx_session(tb.export_onnx(pt_model, os.path.join(tmp, "model.onnx")), threads)
+        pt_model.eval()
 
-    result = {"saved_model": path, "checks": checks(saved, predictor, pt_model, session, encoder, texts)}
+    result = {"saved_model": paths["none"], "saved_models": paths,
+              "checks": checks(saved_models, predictor, pt_model, session, encoder, texts)}
     print(f"inference: SavedModel agreement checks {result['checks']}", flush=True)
     rows = []
     for size, count in ((1, args.requests), (32, args.batches)):
@@ -54,11 +63,14 @@ def compare_inference(args, *, tf_model, encoder, labels, task, predictor, pt_mo
         block = 10 if size == 1 else 2
         ids = [tf_engines.encode_ids(encoder, b) for b in batches]
         ids64 = [(i.astype(np.int64), m.astype(np.int64)) for i, m in ids]
-        id_calls = {SM_IDS: lambda i: saved["ids"](*ids[i]),
-                    PT: lambda i: tb.torch_scores(pt_model, *ids64[i])}
-        text_calls = {SM_TEXT: lambda i: saved["text"](batches[i]),
-                      PREDICTOR: lambda i: predictor.class_probabilities(batches[i]),
-                      HF_PT: lambda i: _hf_torch(pt_model, tokenizer, batches[i], args.max_length)}
+        id_calls, text_calls = {}, {}
+        for o, saved in saved_models.items():
+            id_calls[tf_engines.engine_name(o, "predict_ids")] = lambda i, saved=saved: saved["ids"](*ids[i])
+            text_calls[tf_engines.engine_name(o, "text")] = lambda i, saved=saved: saved["text"](batches[i])
+        text_calls[PREDICTOR] = lambda i: predictor.class_probabilities(batches[i])
+        if pt_model is not None:
+            id_calls[PT] = lambda i: tb.torch_scores(pt_model, *ids64[i])
+            text_calls[HF_PT] = lambda i: _hf_torch(pt_model, tokenizer, batches[i], args.max_length)
         if session is not None:
             id_calls[ORT] = lambda i: tb.onnx_scores(session, *ids64[i])
             text_calls[HF_ORT] = lambda i: _hf_onnx(session, tokenizer, batches[i], args.max_length)
@@ -83,13 +95,16 @@ def compare_inference(args, *, tf_model, encoder, labels, task, predictor, pt_mo
     return result, rows
 
 
-def checks(saved, predictor, pt_model, session, encoder, texts) -> Dict[str, float]:
+def checks(saved_models, predictor, pt_model, session, encoder, texts) -> Dict[str, float]:
     """Each engine must compute what its reference computes (else the timings mean nothing)."""
     sample = list(texts[:16])
     ids, mask = tf_engines.encode_ids(encoder, sample)
     keras = predictor.class_probabilities(sample)
-    out = {"savedmodel_ids_vs_keras_max_abs": float(np.abs(saved["ids"](ids, mask) - keras).max()),
-           "savedmodel_text_vs_keras_max_abs": float(np.abs(saved["text"](sample) - keras).max())}
+    out = {}
+    for o, saved in saved_models.items():
+        prefix = "savedmodel" if o == "none" else f"savedmodel_{o}"
+        out[f"{prefix}_ids_vs_keras_max_abs"] = float(np.abs(saved["ids"](ids, mask) - keras).max())
+        out[f"{prefix}_text_vs_keras_max_abs"] = float(np.abs(saved["text"](sample) - keras).max())
     if session is not None:
         ids64, mask64 = ids.astype(np.int64), mask.astype(np.int64)
         out["onnx_vs_torch_max_abs"] = float(np.abs(tb.onnx_scores(session, ids64, mask64)

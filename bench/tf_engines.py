@@ -1,7 +1,8 @@
 """tfpipeline's side of the inference comparison: the exported SavedModel, loaded the way a server would.
 
 Uses ``ModelBundle.export`` (signatures ``predict_ids`` for token ids and
-``serving_default`` for raw text).
+``serving_default`` for raw text), once per export optimisation compared
+(``--optimize none|compact|compact+xla``; ``none`` is the baseline).
 """
 from __future__ import annotations
 
@@ -11,11 +12,23 @@ import numpy as np
 import tensorflow as tf
 
 from tfpipeline.bundle import ModelBundle
+from tfpipeline.config.commands import EXPORT_OPTIMIZATIONS, OPTIMIZE_NONE
+
+SAVED_MODEL = "tfpipeline SavedModel"
 
 
-def export_saved_model(model, encoder, labels, task: str, base_dir: str) -> str:
-    """Write the SavedModel under ``base_dir`` exactly as ``tfpipeline export`` does; returns its path."""
-    return ModelBundle(model, encoder, labels, task).export(base_dir, "bench")
+def engine_name(optimize: str, level: str) -> str:
+    """Row name of a SavedModel engine: the ``none`` export keeps the historical names (the baseline); the others
+    are short enough for the ratio table's engine column (33 characters)."""
+    if optimize == OPTIMIZE_NONE:
+        return f"{SAVED_MODEL} {level}"
+    return f"SavedModel {optimize} {'ids' if level == 'predict_ids' else level}"
+
+
+def export_saved_model(model, encoder, labels, task: str, base_dir: str, optimize: str = OPTIMIZE_NONE) -> str:
+    """Write the SavedModel under ``base_dir`` exactly as ``tfpipeline export --optimize`` does; returns its path."""
+    name = "bench" if optimize == OPTIMIZE_NONE else f"bench_{EXPORT_OPTIMIZATIONS.index(optimize)}"
+    return ModelBundle(model, encoder, labels, task).export(base_dir, name, optimize=optimize)
 
 
 def load_signatures(path: str) -> Dict[str, Callable]:

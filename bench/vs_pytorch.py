@@ -16,12 +16,17 @@ size, epochs, learning-rate schedule and thread count; tfpipeline = 1.0.
     python bench/vs_pytorch.py [--train-examples 2000] [--epochs 2] [--eval-examples 500]
     python bench/vs_pytorch.py --threads 1      # on a busy machine: torch's OpenMP pool stalls
                                                 # when another job holds one of its cores
+    python bench/vs_pytorch.py --skip-training --optimize none compact compact+xla   # (b) only, untrained heads
+
+The SavedModel rows come once per ``--optimize`` setting (default: all three;
+``none`` is the 1.0 baseline). Without PyTorch installed, (a) and the
+PyTorch/ONNX rows are skipped and only the TensorFlow engines are timed.
 
 Accuracy after a few dozen steps (run_all's sizes) is noise; compare it at
 the defaults or larger.
 
-Writes bench/results/vs_pytorch.json and vs_pytorch.png. Needs torch, onnx,
-onnxruntime, matplotlib (see docs/benchmarks.md for the pins).
+Writes bench/results/vs_pytorch.json and vs_pytorch.png. The comparison needs
+torch, onnx, onnxruntime, matplotlib (see docs/benchmarks.md for the pins).
 """
 from __future__ import annotations
 
@@ -56,6 +61,11 @@ def parse_args(argv=None):
     p.add_argument("--requests", type=int, default=100, help="timed batch-1 calls per engine")
     p.add_argument("--batches", type=int, default=10, help="timed batch-32 calls per engine")
     p.add_argument("--skip-onnx", action="store_true")
+    p.add_argument("--skip-training", action="store_true",
+                   help="inference only (part b) on the checkpoint with an untrained head; implied without torch")
+    p.add_argument("--optimize", nargs="+", default=["none", "compact", "compact+xla"],
+                   choices=["none", "compact", "compact+xla"],
+                   help="SavedModel export optimisations to time (none = the baseline, always included)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--out", default="bench/results/vs_pytorch.json")
     return p.parse_args(argv)
@@ -137,10 +147,13 @@ def main(argv=None) -> int:
     try:
         import torch
     except ImportError:
-        print("vs_pytorch needs PyTorch: pip install torch==2.13.0 onnx onnxruntime matplotlib "
-              "(CPU wheel; see docs/benchmarks.md)", file=sys.stderr)
-        return 2
-    torch.set_num_threads(threads)
+        torch = None
+        args.skip_training = True
+        print("PyTorch is not installed: timing the TensorFlow engines only, no training (for the comparison: "
+              "pip install torch==2.13.0 onnx onnxruntime matplotlib, CPU wheel; see docs/benchmarks.md)",
+              file=sys.stderr)
+    if torch is not None:
+        torch.set_num_threads(threads)
 
     import tensorflow as tf
     import tf_keras
@@ -162,6 +175,8 @@ def main(argv=None) -> int:
     labels = LabelMap(data.labels)
     label_ids = [labels.id(ex.label) for ex in train]
     checkpoint = resolve_checkpoint(args.model)
+    if args.skip_training:
+        return inference_only(args, data, test, labels, checkpoint, threads, torch is not None)
     print(f"{args.dataset}: train {len(train)}, test {len(test)}; {args.epochs} epoch(s), batch {args.batch_size}, "
           f"max_length {args.max_length}, {threads} threads (TF intra/inter, torch, ORT); "
           f"load average {benchlib.machine_info().get('loadavg_1_5_15')}", flush=True)
@@ -219,6 +234,37 @@ def main(argv=None) -> int:
     plot = benchlib.plot_ratios(rows, os.path.splitext(args.out)[0] + ".png",
                                 f"tfpipeline vs PyTorch / ONNX Runtime ({args.dataset}, {threads} CPU threads)")
     print(f"results written to {args.out}" + (f" and {plot}" if plot else ""))
+    return 0
+
+
+def inference_only(args, data, test, labels, checkpoint: str, threads: int, with_torch: bool) -> int:
+    """Part (b) alone on the checkpoint with an untrained head (timings do not depend on the head's values)."""
+    import torch_baseline as tb
+    from inference_compare import compare_inference
+    from tfpipeline.data.tokenization import TextEncoder
+    from tfpipeline.inference import Predictor
+    from tfpipeline.models.task_model import build_task_model
+
+    encoder = TextEncoder.from_directory(checkpoint, max_length=args.max_length)
+    tf_model = build_task_model(checkpoint, data.task, labels)
+    pt_model = tb.load_model(checkpoint, labels.names, seed=args.seed) if with_torch else None
+    tokenizer = tb.load_tokenizer(checkpoint, args.max_length) if with_torch else None
+    texts = [ex.text for ex in test]
+    predictor = Predictor(tf_model, encoder, labels, data.task, batch_size=64)
+    print(f"{args.dataset}: inference only on {len(texts)} test texts, max_length {args.max_length}, {threads} "
+          f"threads; SavedModel exports: {', '.join(args.optimize)}" + ("" if with_torch else "; TensorFlow only"),
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="vs_pytorch_") as tmp:
+        inference, rows = compare_inference(args, tf_model=tf_model, encoder=encoder, labels=labels, task=data.task,
+                                            predictor=predictor, pt_model=pt_model, tokenizer=tokenizer,
+                                            texts=texts, threads=threads, tmp=tmp)
+    print()
+    table = benchlib.print_ratio_table(rows, title=f"tfpipeline SavedModel = 1.0 baseline ({threads} threads)")
+    benchlib.write_json(args.out, {"benchmark": "vs_pytorch", "config": vars(args), "threads": threads,
+                                   "inference_only": True, "machine": benchlib.machine_info(),
+                                   "versions": versions(), "inference": inference, "ratios": rows, "table": table,
+                                   "complete": True})
+    print(f"results written to {args.out}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 The layers, lowest first (a module may import its own layer and those below):
 
-    errors, config, staging -> data -> models -> decoding -> inference, export -> bundle
+    errors, config, staging -> data -> models -> decoding -> inference, export -> bundle, batch_predict
     -> evaluation -> training (trainer, tuner, recipes) -> cli
 
 ``serving`` (a separate top-level package) may use only ``tfpipeline.errors``,
@@ -27,7 +27,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("tfpipeline.models",),
     ("tfpipeline.decoding",),
     ("tfpipeline.inference", "tfpipeline.export"),
-    ("tfpipeline.bundle",),
+    ("tfpipeline.bundle", "tfpipeline.batch_predict"),
     ("tfpipeline.evaluation",),
     ("tfpipeline.training",),
     ("tfpipeline.cli",),

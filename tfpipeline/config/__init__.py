@@ -2,6 +2,7 @@
 
 No TensorFlow here: the CLI builds its parser (and ``--help``) from these alone.
 """
+from tfpipeline.config.cluster import ClusterConfig
 from tfpipeline.config.commands import (EvaluateConfig, ExportConfig, IndexConfig, PredictConfig, ServeConfig,
                                         TextsOptions)
 from tfpipeline.config.explain import ExplainConfig
@@ -18,6 +19,6 @@ __all__ = ["CLASSIFICATION", "NER", "IMAGE_CLASSIFICATION", "EMBEDDING", "REGRES
            "DEFAULT_IMAGE_CHECKPOINT", "TrainConfig", "TuneConfig", "DataOptions", "ModelOptions", "PeftOptions",
            "OptimizerOptions", "PipelineOptions", "RuntimeOptions", "DistillConfig", "ContinualConfig",
            "CompressConfig", "ZeroShotConfig", "EvaluateConfig", "ExplainConfig", "PredictConfig", "ExportConfig",
-           "IndexConfig", "ServeConfig",
+           "IndexConfig", "ServeConfig", "ClusterConfig",
            "ContinualRunOptions", "OldTaskOptions", "TextsOptions",
            "load_config_file", "make_config", "with_overrides", "opt", "check_choice", "check_positive"]

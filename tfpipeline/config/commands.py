@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tfpipeline.config.options import check_choice, check_positive, check_required, opt
+from tfpipeline.config.train import BAD_ROW_MODES
 from tfpipeline.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
+PREDICT_FORMATS = ("csv", "tsv", "jsonl", "conll", "txt")   # predict --input (tfpipeline.batch_predict)
+# export --optimize (tfpipeline.export.compact_encoder): the Keras graph, the compact BERT graph, + XLA
+OPTIMIZE_NONE, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_XLA = EXPORT_OPTIMIZATIONS = ("none", "compact", "compact+xla")
 
 
 @dataclass
@@ -43,9 +47,36 @@ class PredictConfig:
                               "arguments or stdin)")
     json: bool = opt(False, "print one JSON result per line")
     batch_size: int = opt(64, "texts per model call")
+    input: Optional[str] = opt(None, "a file to predict row by row, streamed (any size): .csv/.tsv/.jsonl (the "
+                               "--text-column), .txt (one text, or image path, per line) or .conll (ner: one token "
+                               "per line, blank line between sentences); results go to --output")
+    output: Optional[str] = opt(None, "JSON-lines results of --input, one line per row in input order, each with "
+                                "the row's line number; written as they come")
+    input_format: Optional[str] = opt(None, "format of --input (default: from its extension)",
+                                      choices=PREDICT_FORMATS)
+    text_column: str = opt("text", "--input column with the text (image models: the image path, relative to the "
+                           "file)")
+    pair_column: Optional[str] = opt(None, "--input column with the second text (sentence-pair models)")
+    id_column: Optional[str] = opt(None, "--input column copied into each result as its id")
+    on_bad_rows: str = opt("error", "a malformed row of --input: stop with its file:line (the results before it "
+                           "are kept: fix it and --resume) or skip it and count it in the summary",
+                           choices=BAD_ROW_MODES)
+    resume: bool = opt(False, "continue an --output left by an earlier run: skip the rows already in it (a "
+                       "partial last line of a killed run is dropped and redone)")
+    progress: bool = opt(True, "progress bar on stderr with rate and ETA (--input)")
 
     def validate(self) -> "PredictConfig":
         check_positive(self, "batch_size")
+        check_choice(self.input_format, "input_format", PREDICT_FORMATS, optional=True)
+        check_choice(self.on_bad_rows, "on_bad_rows", BAD_ROW_MODES)
+        if bool(self.input) != bool(self.output):
+            raise ConfigError("--input and --output go together: the rows of one file, the results to a "
+                              ".jsonl file")
+        if self.resume and not self.input:
+            raise ConfigError("--resume continues an --output of --input")
+        if self.input and self.file:
+            raise ConfigError("give --input FILE (streamed, results to --output) or --file (texts printed), "
+                              "not both")
         return self
 
 
@@ -64,9 +95,14 @@ class ExportConfig:
     name: str = opt(None, "model name (the serving URL /v1/models/NAME)", required=True)
     version: Optional[int] = opt(None, "integer version (default: highest existing + 1)")
     warmup_file: Optional[str] = opt(None, "text file, one sample text per line, for the warmup requests")
+    optimize: str = opt(OPTIMIZE_NONE, "serving graph: none (the Keras model as trained), compact (BERT text "
+                        "models: the same weights in a fused encoder graph with a fraction of the ops; same "
+                        "logits) or compact+xla (also XLA-compiles it: TF Serving needs "
+                        "--xla_cpu_compilation_enabled); see docs/serving.md", choices=EXPORT_OPTIMIZATIONS)
 
     def validate(self) -> "ExportConfig":
         check_positive(self, "version")
+        check_choice(self.optimize, "optimize", EXPORT_OPTIMIZATIONS)
         return self
 
 
@@ -83,6 +119,7 @@ class IndexConfig(ExportConfig):
     def validate(self) -> "IndexConfig":
         check_required(self)
         check_positive(self, "version", "top_k")
+        check_choice(self.optimize, "optimize", EXPORT_OPTIMIZATIONS)
         return self
 
 

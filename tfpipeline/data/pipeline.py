@@ -27,8 +27,11 @@ from tfpipeline.data.examples import CLASSIFICATION, NER, REGRESSION, ScoreExamp
 from tfpipeline.errors import DataError
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.tokenization import IGNORE_INDEX, TextEncoder
+from tfpipeline.data.text_augmentation import (DEFAULT_RATE, NONE, cutoff_features, eda_element, uses_cutoff,
+                                                uses_eda, with_seeds)
 
 ENCODE_CHUNK = 256  # examples tokenized per vectorized call
+BUCKET_LENGTH = "bucket_length"   # carried through bucketing when augmentation changes the encoded length
 PREFETCH_BATCHES = 2  # batches prepared ahead of the model step
 
 
@@ -121,19 +124,24 @@ def regression_targets(examples: Sequence[ScoreExample], labels: LabelMap, scali
     return scaling.standardize(np.asarray([ex.targets for ex in examples], np.float32)).astype(np.float32)
 
 
-def _encoded_classification(examples: Sequence[TextExample], encoder: TextEncoder,
-                            labels: LabelMap, targets: Optional[np.ndarray] = None) -> tf.data.Dataset:
-    """Class ids as labels, or with ``targets`` ([N, T] floats, regression) those instead."""
+def has_pairs(examples: Sequence[TextExample]) -> bool:
+    """Whether the examples are sentence pairs; a split that mixes both names the first odd one out."""
     if not examples:
         raise DataError("no examples to build a dataset from")
     with_pair = [ex.text_pair is not None for ex in examples]
     if any(with_pair) and not all(with_pair):
         bad = examples[with_pair.index(False)]
         raise DataError(f"{bad.origin}: some examples have a text pair and this one does not")
+    return with_pair[0]
+
+
+def _encoded_classification(examples: Sequence[TextExample], encoder: TextEncoder,
+                            labels: LabelMap, targets: Optional[np.ndarray] = None) -> tf.data.Dataset:
+    """Class ids as labels, or with ``targets`` ([N, T] floats, regression) those instead."""
     label_ids = (tf.constant(targets) if targets is not None
                  else tf.constant(classification_label_ids(examples, labels), tf.int32))
     texts = tf.constant([ex.text for ex in examples])
-    if all(with_pair):
+    if has_pairs(examples):
         pairs = tf.constant([ex.text_pair for ex in examples])
         ds = tf.data.Dataset.from_tensor_slices(((texts, pairs), label_ids)).batch(ENCODE_CHUNK)
         ds = ds.map(lambda t, y: (encoder.encode(t[0], t[1]), y), num_parallel_calls=tf.data.AUTOTUNE)
@@ -141,6 +149,32 @@ def _encoded_classification(examples: Sequence[TextExample], encoder: TextEncode
         ds = tf.data.Dataset.from_tensor_slices((texts, label_ids)).batch(ENCODE_CHUNK)
         ds = ds.map(lambda t, y: (encoder.encode(t), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.unbatch().map(_dense_element)
+
+
+def _augmented_classification(examples: Sequence[TextExample], encoder: TextEncoder, label_ids: tf.Tensor,
+                              lengths: Sequence[int], *, seed: int, rate: float,
+                              shuffle_buffer: int) -> tf.data.Dataset:
+    """Training elements with EDA applied to the raw text each epoch, then encoded.
+
+    Shuffling happens on the raw texts (nothing encoded is cached: the text
+    changes every epoch). Each element carries its *original* token length
+    under ``BUCKET_LENGTH``, so length buckets, and hence the number of
+    batches the learning-rate schedule was planned for, do not change.
+    """
+    texts = [tf.constant([ex.text for ex in examples])]
+    if has_pairs(examples):
+        texts.append(tf.constant([ex.text_pair for ex in examples]))
+    ds = tf.data.Dataset.from_tensor_slices((tuple(texts), label_ids, tf.constant(list(lengths), tf.int32)))
+    ds = ds.shuffle(min(shuffle_buffer, len(examples)), seed=seed, reshuffle_each_iteration=True)
+    ds = with_seeds(ds, seed).map(lambda t, y, n, s: (eda_element(t, s, rate), y, n),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+
+    def encode(t, y, n):
+        features = encoder.encode(*t)
+        features[BUCKET_LENGTH] = n
+        return features, y
+
+    return ds.batch(ENCODE_CHUNK).map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch().map(_dense_element)
 
 
 def _dense_element(features, labels):
@@ -177,45 +211,69 @@ def make_dataset(examples: Sequence, encoder: TextEncoder, labels: LabelMap, tas
                  batch_size: int = 32, training: bool = False, static_shapes: bool = False,
                  bucket: bool = True, seed: int = 13, cache: bool = True,
                  shuffle_buffer: int = 10_000, lengths: Optional[Sequence[int]] = None,
-                 target_scaling: Optional[TargetScaling] = None) -> tf.data.Dataset:
+                 target_scaling: Optional[TargetScaling] = None, augmentation: str = NONE,
+                 augmentation_rate: float = DEFAULT_RATE) -> tf.data.Dataset:
     """Build the batched ``(features, labels)`` dataset for ``task`` from in-memory examples.
 
     ``training`` shuffles (reshuffled every epoch, seeded). ``static_shapes``
     pads to ``encoder.max_length`` and drops the last partial batch (TPU/XLA).
     ``lengths``: the examples' token lengths if already known (see
     ``batches_per_epoch``), which saves a tokenization pass. ``regression``
-    needs ``target_scaling`` (fit on the training split).
+    needs ``target_scaling`` (fit on the training split). ``augmentation``
+    (``training`` only; classification and regression): see
+    ``data.text_augmentation``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if task == CLASSIFICATION:
-        ds, label_pad, label_shape = _encoded_classification(examples, encoder, labels), 0, []
-    elif task == REGRESSION:
-        if target_scaling is None:
+    augmentation = augmentation if training else NONE
+    if augmentation != NONE and task not in (CLASSIFICATION, REGRESSION):
+        raise DataError(f"text augmentation {augmentation!r} is for classification and regression, not {task}")
+    eda = uses_eda(augmentation)
+    if task in (CLASSIFICATION, REGRESSION):
+        if task == REGRESSION and target_scaling is None:
             raise DataError("regression datasets need the training targets' scaling (TargetScaling.fit)")
-        targets = regression_targets(examples, labels, target_scaling)
-        ds, label_pad, label_shape = _encoded_classification(examples, encoder, labels, targets), 0.0, [len(labels)]
+        targets = regression_targets(examples, labels, target_scaling) if task == REGRESSION else None
+        label_pad, label_shape = (0.0, [len(labels)]) if task == REGRESSION else (0, [])
+        if eda:
+            label_ids = tf.constant(targets) if targets is not None else \
+                tf.constant(classification_label_ids(examples, labels), tf.int32)
+            if lengths is None:
+                lengths = sequence_lengths(examples, encoder, task) if examples else []
+            ds = _augmented_classification(examples, encoder, label_ids, lengths, seed=seed,
+                                           rate=augmentation_rate, shuffle_buffer=shuffle_buffer)
+        else:
+            ds = _encoded_classification(examples, encoder, labels, targets)
     elif task == NER:
         ds, label_pad, label_shape = _encoded_tokens(examples, encoder, labels), IGNORE_INDEX, [None]
     else:
         raise DataError(f"unknown task {task!r} (use {CLASSIFICATION}, {REGRESSION} or {NER})")
-    if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(min(shuffle_buffer, len(examples)), seed=seed, reshuffle_each_iteration=True)
+    if not eda:
+        if cache:
+            ds = ds.cache()
+        if training:
+            ds = ds.shuffle(min(shuffle_buffer, len(examples)), seed=seed, reshuffle_each_iteration=True)
+    if uses_cutoff(augmentation):
+        ds = with_seeds(ds, seed + 1).map(lambda f, y, s: (cutoff_features(f, s, augmentation_rate), y),
+                                          num_parallel_calls=tf.data.AUTOTUNE)
     pad_values = ({"input_ids": encoder.pad_id, "attention_mask": 0, "token_type_ids": 0}, label_pad)
+    if eda:
+        pad_values[0][BUCKET_LENGTH] = 0
     if static_shapes:
         length = encoder.max_length
-        shapes = ({k: [length] for k in pad_values[0]}, [length if d is None else d for d in label_shape])
+        shapes = ({k: [] if k == BUCKET_LENGTH else [length] for k in pad_values[0]},
+                  [length if d is None else d for d in label_shape])
         ds = ds.padded_batch(batch_size, padded_shapes=shapes, padding_values=pad_values, drop_remainder=True)
     elif bucket:
         edges = bucket_boundaries(encoder.max_length)
+        length_of = (lambda f, y: f[BUCKET_LENGTH]) if eda else (lambda f, y: tf.shape(f["input_ids"])[0])
         ds = ds.bucket_by_sequence_length(
-            element_length_func=lambda f, y: tf.shape(f["input_ids"])[0],
+            element_length_func=length_of,
             bucket_boundaries=edges, bucket_batch_sizes=[batch_size] * (len(edges) + 1),
             padding_values=pad_values, drop_remainder=False)
     else:
         ds = ds.padded_batch(batch_size, padding_values=pad_values)
+    if eda:
+        ds = ds.map(lambda f, y: ({k: v for k, v in f.items() if k != BUCKET_LENGTH}, y))
     # A known length: Keras plans (and shows) whole epochs, and its first epoch over a dataset of unknown
     # length ends with one stray optimizer-step count (iterations + 1 with no batch), which would shift
     # the learning-rate schedule by a step.

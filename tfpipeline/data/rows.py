@@ -12,7 +12,7 @@ import io
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterable, Iterator, List, Sequence, Tuple, Union
 
 from tfpipeline.config.train import BAD_ROW_MODES
 from tfpipeline.errors import DataError
@@ -82,8 +82,10 @@ def table_format(path: str, expected: str) -> str:
     return fmt
 
 
-def table_rows(path: str, content: str, fmt: str, bad_rows: BadRows) -> Iterator[Tuple[int, dict]]:
-    """(line, {column: value}) of each data row of a csv, tsv (header row first) or jsonl file's ``content``."""
+def table_rows(path: str, content: Union[str, Iterable[str]], fmt: str,
+               bad_rows: BadRows) -> Iterator[Tuple[int, dict]]:
+    """(line, {column: value}) of each data row of a csv, tsv (header row first) or jsonl file's ``content``:
+    its whole text, or its lines read one at a time (``batch_predict`` streams files of any size)."""
     if fmt == "jsonl":
         return _jsonl_rows(path, content, bad_rows)
     return _delimited_rows(path, content, fmt, bad_rows)
@@ -112,7 +114,8 @@ def row_field(path: str, line: int, row: dict, column: str) -> str:
 
 def _delimited_rows(path: str, content: str, fmt: str, bad_rows: BadRows):
     delimiter = "\t" if fmt == "tsv" else ","
-    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(content, newline="") if isinstance(content, str) else content,
+                        delimiter=delimiter)
     try:
         header = next(reader)
     except csv.Error as e:
@@ -136,7 +139,7 @@ def _delimited_rows(path: str, content: str, fmt: str, bad_rows: BadRows):
 
 
 def _jsonl_rows(path: str, content: str, bad_rows: BadRows):
-    for line, raw in enumerate(content.splitlines(), start=1):
+    for line, raw in enumerate(content.splitlines() if isinstance(content, str) else content, start=1):
         if not raw.strip():
             continue
         try:

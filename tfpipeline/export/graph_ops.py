@@ -3,7 +3,7 @@
 Core TF ops are everything in ``tf.raw_ops``; anything else must come from a
 custom-op library the server links in (tensorflow-text for the tokenizer).
 TF Serving 2.12+ bundles tensorflow-text, which has every op in
-``CUSTOM_OPS_ALLOWED`` since 2.8. ``RoundRobinTrim`` (tf-text >= 2.10's
+``CUSTOM_OPS_ALLOWED`` since 2.8 (checked in the 2.8.2 wheel). ``RoundRobinTrim`` (tf-text >= 2.10's
 ``RoundRobinTrimmer``) is deliberately not used.
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from tfpipeline.export.saved_model import read_saved_model_proto
 
-CUSTOM_OPS_ALLOWED = frozenset({"FastBertNormalize", "FastWordpieceTokenizeWithOffsets", "RegexSplitWithOffsets"})
+CUSTOM_OPS_ALLOWED = frozenset({"NormalizeUTF8", "NormalizeUTF8WithOffsetsMap", "FindSourceOffsets",
+                                "FastWordpieceTokenizeWithOffsets", "RegexSplitWithOffsets"})
 
 
 def saved_model_ops(path: str, signature: Optional[str] = None) -> Set[str]:

@@ -23,41 +23,47 @@ except ImportError:  # pragma: no cover - a stale fingerprint only affects metri
 
 import tfpipeline
 
+from tfpipeline.config.commands import OPTIMIZE_COMPACT_XLA, OPTIMIZE_NONE
 from tfpipeline.errors import ExportError
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.pipeline import TargetScaling
 from tfpipeline.data.tokenization import TextEncoder
+from tfpipeline.export.compact_encoder import inference_model
 from tfpipeline.export.signatures import DocumentIndex, serving_module
 from tfpipeline.export.warmup import DEFAULT_WARMUP_TEXTS, WARMUP_FILE, write_warmup_requests
 from tfpipeline.staging import staged_output
 
 ASSETS_EXTRA = "assets.extra"
 METADATA_FILE = "tfpipeline.json"
+XLA_SERVING_FLAGS = ["--xla_cpu_compilation_enabled"]   # what TF Serving needs to run a compact+xla export
 SAVED_MODEL_FILE = "saved_model.pb"
 
 
 def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str, base_dir: str,
                  model_name: str, *, version: Optional[int] = None, warmup_texts: Optional[Sequence[str]] = None,
                  source_dir: str = "", index: Optional[DocumentIndex] = None,
-                 target_scaling: Optional[TargetScaling] = None) -> str:
+                 target_scaling: Optional[TargetScaling] = None, optimize: str = OPTIMIZE_NONE) -> str:
     """Export a trained Keras model to ``<base_dir>/<model_name>/<version>/`` and return that path.
 
     Usually called as ``ModelBundle.export(base_dir, model_name)``. ``version``
     defaults to the highest existing version + 1 (1 for a new model); an
     existing version is never overwritten. ``source_dir`` (the model folder, if
     any) is recorded in the export metadata. ``index``: documents an ``embedding``
-    model's ``search`` signature ranks (a new document set = a new version).
+    model's ``search`` signature ranks (a new document set = a new version). ``optimize``: the
+    serving graph, ``none`` (the Keras model), ``compact`` or ``compact+xla`` (``export.compact_encoder``:
+    same logits, fewer ops; ``ExportError`` before anything is written if the model has no compact graph).
     """
     if not model_name or "/" in model_name or os.sep in model_name or model_name.startswith("."):
         raise ExportError(f"invalid model name {model_name!r} (a folder name, not a path)")
     model_root = os.path.join(base_dir, model_name)
     version = _choose_version(model_root, version)
+    serving_model = inference_model(model, task, optimize)     # fails here, before any folder exists
     final = os.path.join(model_root, str(version))
     # hidden staging folder: a model server polling model_root never sees a half-written version
     with staged_output(final, hidden=True, error=ExportError) as staging:
-        _write_saved_model(staging, model, encoder, labels, task, warmup_texts, model_name, version, source_dir,
-                           dict(index=index, target_scaling=target_scaling))
+        _write_saved_model(staging, serving_model, encoder, labels, task, warmup_texts, model_name, version,
+                           source_dir, dict(index=index, target_scaling=target_scaling), optimize)
     return final
 
 
@@ -83,7 +89,7 @@ def _choose_version(model_root: str, version: Optional[int]) -> int:
 
 def _write_saved_model(path: str, model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str,
                        warmup_texts, model_name: str, version: int, source_dir: str,
-                       options: Dict[str, object]) -> None:
+                       options: Dict[str, object], optimize: str = OPTIMIZE_NONE) -> None:
     with tempfile.TemporaryDirectory() as assets:
         encoder.save(assets)
         labels.save(assets)
@@ -102,6 +108,9 @@ def _write_saved_model(path: str, model, encoder: Union[TextEncoder, ImageEncode
                           list(warmup_texts or DEFAULT_WARMUP_TEXTS), text_signatures=text_signatures,
                           regress_signatures=regress_signatures)
     meta = export_metadata(path, task, labels, encoder, model_name, version, source_dir)
+    meta["optimize"] = optimize
+    if optimize == OPTIMIZE_COMPACT_XLA:
+        meta["tf_serving_flags"] = XLA_SERVING_FLAGS
     index = options.get("index")
     if index is not None:
         meta["index"] = {"documents": len(index.ids), "top_k": min(index.top_k, len(index.ids))}

@@ -3,7 +3,11 @@
 The module deliberately does not track the Keras model (that would drag the
 optimizer and Keras' own per-layer SavedModel traces along). It keeps the
 model's variables in a list and calls the model from its tf.functions, so
-the export holds weights + tokenizer + label names and nothing else.
+the export holds weights + tokenizer + label names and nothing else. The
+"model" is anything called as ``model(features, training=False)`` with
+``variables``: the Keras model, or its ``CompactBertModel`` (``export
+--optimize compact``, ``compact_encoder.py``), whose fused variables are then
+the only weights saved.
 
 Raw-text signatures run the *same* ``TextEncoder`` methods that the tf.data
 training pipeline uses (``encode``, ``split_words``, ``encode_words``) and the
@@ -336,6 +340,8 @@ class EmbeddingServing(ServingModule):
             self.document_vectors = tf.Variable(np.asarray(index.vectors, np.float32), trainable=False,
                                                 name="document_vectors")
             self.top_k = min(index.top_k, len(index.ids))
+            # a tf.function attribute only with an index: saving traces every tf.function the module has
+            self.search = tf.function(self._search, input_signature=[TEXT])
 
     @tf.function(input_signature=[TEXT])
     def embed_text(self, text):
@@ -345,8 +351,7 @@ class EmbeddingServing(ServingModule):
     def embed_ids(self, input_ids, attention_mask):
         return {"embedding": self.logits_from_ids(input_ids, attention_mask)}
 
-    @tf.function(input_signature=[TEXT])
-    def search(self, text):
+    def _search(self, text):
         queries = self._logits(self.encoder.pad(self.encoder.encode(text)))
         scores, index = tf.math.top_k(tf.matmul(queries, self.document_vectors, transpose_b=True), k=self.top_k)
         return {"ids": tf.gather(self.document_ids, index), "texts": tf.gather(self.document_texts, index),

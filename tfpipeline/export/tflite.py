@@ -164,7 +164,7 @@ def export_tflite(model: tf_keras.Model, encoder: TextEncoder, labels: LabelMap,
     path = os.path.join(folder, name)
     with open(path, "wb") as f:
         f.write(content)
-    TextEncoder(encoder.vocab, lower_case=encoder.lower_case, max_length=length).save(folder)
+    encoder.resized(length).save(folder)   # keeps every tokenizer setting (casing, accents, CJK)
     labels.save(folder)
     info.update(file=name, size_bytes=len(content), inputs=list(FEATURES),
                 outputs=["logits", "probabilities"], signature=SIGNATURE, **meta)

@@ -2,6 +2,7 @@
 per-task validation score that keeps the best epoch and decides when to stop."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -46,25 +47,36 @@ class StopWhenStalled(tf_keras.callbacks.Callback):
     (entity F1 exactly 0) for its first epochs on small or hard data while its
     loss falls, and stopping there kept an empty model. The epoch cap bounds
     such runs. ``stopped_early`` tells the summary why training ended.
+    ``resume_after`` continues the count of an interrupted run.
     """
 
     def __init__(self, monitor: str, patience: int):
         super().__init__()
         self.monitor, self.patience = monitor, patience
+        self.past: List[float] = []
+
+    def resume_after(self, scores: Sequence[float]) -> None:
+        """The ``monitor`` scores of the epochs an interrupted run already ran: counting continues from them."""
+        self.past = list(scores)
 
     def on_train_begin(self, logs=None):
         self.best, self.wait, self.stopped_early = float("-inf"), 0, False
+        for score in self.past:
+            self.count(score)
 
-    def on_epoch_end(self, epoch, logs=None):
-        score = (logs or {}).get(self.monitor)
-        if score is None:
-            return
+    def count(self, score: float) -> bool:
+        """Record one epoch's score; True when patience has run out."""
         if score > self.best:
             self.best, self.wait = score, 0
         elif score > 0:
             self.wait += 1
-            if self.wait >= self.patience:
-                self.model.stop_training, self.stopped_early = True, True
+            return self.wait >= self.patience
+        return False
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = (logs or {}).get(self.monitor)
+        if score is not None and self.count(score):
+            self.model.stop_training, self.stopped_early = True, True
 
 
 class AnnealOnPlateau(StopWhenStalled):
@@ -78,16 +90,25 @@ class AnnealOnPlateau(StopWhenStalled):
     stops. The best epoch, annealed one included, is what ``fit`` keeps. Runs
     that reach the cap are already annealed by the planned decay, so they are
     unchanged. ``annealed`` and ``restored_from`` (0-based epochs, or None) tell
-    the summary what happened.
+    the summary what happened. After ``resume_after`` the best weights of the
+    epochs before the interruption come from ``best_weights_file`` (the best
+    checkpoint), with the current optimizer state kept as it would have been.
     """
 
     def __init__(self, monitor: str, patience: int, max_epochs: int):
         super().__init__(monitor, patience)
         self.max_epochs = max_epochs
+        self.best_weights_file: Optional[str] = None
+
+    def resume_after(self, scores: Sequence[float], best_weights_file: Optional[str] = None) -> None:
+        super().resume_after(scores)
+        self.best_weights_file = best_weights_file
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+        self.best, self.wait, self.stopped_early = float("-inf"), 0, False
         self.best_weights, self.best_epoch, self.restored_from, self.annealed = None, None, None, None
+        for epoch, score in enumerate(self.past):
+            self.record(epoch, score)
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.annealed:
@@ -95,6 +116,8 @@ class AnnealOnPlateau(StopWhenStalled):
         schedule = schedule_of(self.model.optimizer)
         if not isinstance(schedule, AnnealableWarmupLinearDecay):
             raise TypeError("AnnealOnPlateau needs a model compiled with anneal_steps (AnnealableWarmupLinearDecay)")
+        if self.best_weights is None and self.best_epoch is not None and self.best_weights_file:
+            self.best_weights = self.weights_from_file(self.best_weights_file)
         if self.best_weights is not None and self.best_epoch != epoch - 1:
             self.model.set_weights(self.best_weights)
             self.restored_from = self.best_epoch
@@ -104,33 +127,56 @@ class AnnealOnPlateau(StopWhenStalled):
         if self.annealed is not None:
             self.model.stop_training = self.stopped_early = True
             return
-        score = (logs or {}).get(self.monitor)
-        if score is not None and score > self.best:
-            self.best, self.wait, self.best_epoch = score, 0, epoch
+        if self.record(epoch, (logs or {}).get(self.monitor)):
             self.best_weights = self.model.get_weights()
+
+    def record(self, epoch: int, score: Optional[float]) -> bool:
+        """Record one epoch's score (and whether to anneal next); True when it is a new best."""
+        improved = score is not None and score > self.best
+        if improved:
+            self.best, self.wait, self.best_epoch = score, 0, epoch
         elif score is not None and score > 0:
             self.wait += 1
         if self.patience > 0 and self.wait >= self.patience and epoch + 1 < self.max_epochs:
             self.annealed = epoch + 1
+        return improved
+
+    def weights_from_file(self, path: str) -> list:
+        """The model weights saved in ``path``, leaving the model and its optimizer state as they are."""
+        weights, optimizer_state = self.model.get_weights(), [v.numpy() for v in self.model.optimizer.variables]
+        self.model.load_weights(path)
+        saved = self.model.get_weights()
+        self.model.set_weights(weights)
+        for variable, value in zip(self.model.optimizer.variables, optimizer_state):
+            variable.assign(value)
+        return saved
 
 
 def default_callbacks(run_dir: str, *, monitor: str = "val_accuracy", mode: str = "max", patience: int = 2,
                       first: Sequence[tf_keras.callbacks.Callback] = (),
-                      stopper: Optional[tf_keras.callbacks.Callback] = None) -> List[tf_keras.callbacks.Callback]:
+                      stopper: Optional[tf_keras.callbacks.Callback] = None,
+                      past: Optional[Sequence[Dict[str, float]]] = None) -> List[tf_keras.callbacks.Callback]:
     """Callbacks for ``fit``: the best weights (by ``monitor``) land in ``run_dir/checkpoints/best``.
 
     ``first`` are callbacks that add ``monitor`` to the logs (e.g. ``ValidationEntityF1``).
     ``stopper`` replaces the early stopping built from ``patience`` (e.g. ``AnnealOnPlateau``).
+    ``past`` (a resumed run, ``training.backup``): the logs of the epochs already run; the best
+    checkpoint must beat their best score, history.csv grows, early stopping counts them.
     """
+    scores = [row[monitor] for row in past or () if not math.isnan(row.get(monitor, math.nan))]
+    threshold = (max(scores) if mode == "max" else min(scores)) if scores else None
     callbacks = list(first) + [
         tf_keras.callbacks.ModelCheckpoint(os.path.join(run_dir, BEST_WEIGHTS), monitor=monitor, mode=mode,
-                                           save_best_only=True, save_weights_only=True),
+                                           save_best_only=True, save_weights_only=True,
+                                           initial_value_threshold=threshold),
         tf_keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs"), update_freq="epoch"),
-        tf_keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv")),
+        tf_keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=past is not None),
     ]
+    if stopper is None and patience and patience > 0:
+        stopper = StopWhenStalled(monitor, patience) if mode == "max" else \
+            tf_keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience)
     if stopper is not None:
+        if past and isinstance(stopper, StopWhenStalled) and not stopper.past:
+            stopper.resume_after([row.get(monitor, math.nan) for row in past])
         callbacks.insert(len(first), stopper)
-    elif patience and patience > 0:
-        callbacks.insert(len(first), StopWhenStalled(monitor, patience) if mode == "max"
-                         else tf_keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience))
     return callbacks

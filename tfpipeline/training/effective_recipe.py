@@ -23,6 +23,8 @@ is filled here, before any model is built:
   that stops early first spends one more epoch annealing from its best
   weights to 0 (``training.callbacks.AnnealOnPlateau``), so every run ends
   annealed. Warmup is at most one epoch, so it does not stretch with the cap.
+  On small data an ``auto`` epoch is several passes over the training set
+  (``passes_per_epoch``), so that patience and the cap count enough steps.
 
 An explicit value always wins and is labelled ``set``. ``describe()`` is the
 header line a run prints; ``as_dict()`` goes into the run's report.
@@ -38,6 +40,7 @@ import numpy as np
 
 from tfpipeline.config import (CLASSIFICATION, DEFAULT_CHECKPOINT, DEFAULT_IMAGE_CHECKPOINT, EMBEDDING,
                                IMAGE_CLASSIFICATION, NER, REGRESSION, TrainConfig)
+from tfpipeline.config.train import IMAGE_AUGMENTATIONS, check_augmentation
 from tfpipeline.data.examples import TaskData, TextExample
 from tfpipeline.data.image_files import image_sizes
 from tfpipeline.data.image_pipeline import image_batches_per_epoch
@@ -69,9 +72,10 @@ class EffectiveRecipe:
     config: TrainConfig
     settings: Dict[str, Setting]
     auto_epochs: bool
-    steps_per_epoch: int
+    steps_per_epoch: int        # optimizer steps in one Keras epoch (passes_per_epoch passes over the data)
     recipe: Recipe
     train_lengths: Optional[List[int]] = field(default=None, repr=False)   # token lengths at <= max_length
+    passes_per_epoch: int = 1   # > 1 only for small data with epochs auto (see ``passes_per_epoch``)
 
     def describe(self) -> str:
         s = self.settings
@@ -82,10 +86,14 @@ class EffectiveRecipe:
         size = (f"image size {s['image_size'].value} ({s['image_size'].source})" if "image_size" in s
                 else f"max length {s['max_length'].value} ({s['max_length'].source})")
         model = f"model {s['model'].value} ({s['model'].source}), " if "model" in s else ""
+        augmentation = s.get("augmentation")
+        text_augmentation = (f", augmentation {augmentation.value} at rate {self.config.augmentation_rate:g} "
+                             f"({augmentation.source})" if augmentation and "image_size" not in s
+                             and augmentation.value != "none" else "")
         return (f"{model}lr {short_number(s['learning_rate'].value)} ({s['learning_rate'].source}), "
                 f"batch {s['batch_size'].value} ({s['batch_size'].source}), {size}, "
                 f"{epochs_text}, warmup {s['warmup_ratio'].value:.3g} ({s['warmup_ratio'].source}), "
-                f"weight decay {s['weight_decay'].value:g} ({s['weight_decay'].source})")
+                f"weight decay {s['weight_decay'].value:g} ({s['weight_decay'].source}){text_augmentation}")
 
     def as_dict(self) -> Dict[str, Dict[str, Any]]:
         return settings_dict(self.settings)
@@ -137,6 +145,21 @@ def epoch_cap(steps_per_epoch: int, units: int, recipe: Recipe) -> int:
     return min(max(math.ceil(planned / max(steps_per_epoch, 1)), recipe.min_epochs), recipe.max_epochs)
 
 
+def passes_per_epoch(steps_per_pass: int, recipe: Recipe) -> int:
+    """Passes over the training data that make one ``auto`` epoch: at least ``min_updates / max_epochs`` steps.
+
+    Early stopping, patience and the epoch cap count epochs. On a small
+    training set one pass is a handful of optimizer steps (50 examples at
+    batch 32: two), so "no better for two epochs" would stop a run after a few
+    steps of warmup, and the ``max_epochs`` cap would allow a few dozen steps
+    where the recipe plans at least ``min_updates``. Repeating the data within
+    an epoch keeps every validation check ``min_updates / max_epochs`` steps
+    apart, so the cap can reach the planned updates. Large data: one pass.
+    """
+    wanted = math.ceil(recipe.min_updates / recipe.max_epochs)
+    return max(1, math.ceil(wanted / max(steps_per_pass, 1)))
+
+
 def auto_image_size(sizes: Sequence[Tuple[int, int]], recipe: Recipe) -> int:
     """Median side of the sampled images (width and height pooled), rounded up to a multiple of 32,
     within the recipe's range."""
@@ -168,6 +191,9 @@ def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replic
     pick("learning_rate", recipe.learning_rate(data.task, cfg.peft), f"{source}, {cfg.peft or data.task}")
     batch_size = pick("batch_size", recipe.batch_size, source)
     pick("weight_decay", recipe.weight_decay, source)
+    augmentation = pick("augmentation", IMAGE_AUGMENTATIONS[0] if data.task == IMAGE_CLASSIFICATION else "none",
+                        f"{data.task} default")
+    check_augmentation(augmentation, data.task)
     if data.task == IMAGE_CLASSIFICATION:
         native = native_image_size(model)
         if native is not None:
@@ -183,15 +209,18 @@ def resolve_recipe(cfg: TrainConfig, data: TaskData, labels: LabelMap, *, replic
         steps, lengths = _text_lengths_and_steps(cfg, data, recipe, source, model, batch_size * replicas,
                                                  static_shapes, pick)
     auto_epochs = cfg.epochs is None
+    passes = passes_per_epoch(steps, recipe) if auto_epochs else 1
     units = label_units(labels, data.task)
-    cap = epoch_cap(steps, units, recipe)
+    cap = epoch_cap(steps * passes, units, recipe)
     kind = {NER: "entity types", EMBEDDING: "similarity output", REGRESSION: "targets"}.get(data.task, "classes")
-    pick("epochs", cap, f"cap for {steps} steps/epoch and {units} {kind}")
+    per_epoch = f"{steps * passes} steps/epoch" + (f" ({passes} passes over the small training set)"
+                                                   if passes > 1 else "")
+    pick("epochs", cap, f"cap for {per_epoch} and {units} {kind}")
     warmup_why = f"{source}, at most one epoch" if auto_epochs else source
     pick("warmup_ratio", min(recipe.warmup_ratio, 1.0 / cap) if auto_epochs else recipe.warmup_ratio, warmup_why)
 
     filled = dataclasses.replace(cfg, **{name: s.value for name, s in settings.items()})
-    return EffectiveRecipe(filled.validate(), settings, auto_epochs, steps, recipe, lengths)
+    return EffectiveRecipe(filled.validate(), settings, auto_epochs, steps * passes, recipe, lengths, passes)
 
 
 def _text_lengths_and_steps(cfg: TrainConfig, data: TaskData, recipe: Recipe, source: str, model: str,

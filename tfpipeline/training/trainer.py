@@ -42,11 +42,14 @@ from tfpipeline.models.embedding_model import build_embedding_model, similarity_
 from tfpipeline.models.image_model import build_image_model, checkpoint_encoder
 from tfpipeline.models.peft import apply_peft, merge_lora, peft_metadata, save_peft_weights
 from tfpipeline.models.task_model import build_task_model
-from tfpipeline.staging import staged_output
+from tfpipeline.staging import check_output, partial_path, scratch_output, staged_output
+from tfpipeline.training.backup import (Backup, keep_for_resume, merged_history, resume_decision, skip_epochs,
+                                        write_run_options)
 from tfpipeline.training.callbacks import (BEST_WEIGHTS, ENTITY_F1, METRIC_NAMES, SELECTION_METRIC,
                                            AnnealOnPlateau, ValidationEntityF1, default_callbacks)
 from tfpipeline.training.effective_recipe import EffectiveRecipe, resolve_recipe
-from tfpipeline.training.strategy import get_strategy, is_tpu
+from tfpipeline.training.strategy import (broadcast_from_chief, get_strategy, is_chief, is_multi_worker, is_tpu,
+                                         shard_by_element, sync_workers)
 
 REPORT_FILE = "eval_report.json"
 log = logging.getLogger(__name__)
@@ -160,7 +163,8 @@ def task_inputs(cfg: TrainConfig, data: TaskData, labels: LabelMap, recipe: Effe
         encoder,
         make_dataset(data.train, encoder, labels, data.task, batch_size=global_batch, training=True,
                      static_shapes=static, bucket=cfg.bucket, seed=cfg.seed, lengths=recipe.train_lengths,
-                     target_scaling=scaling),
+                     target_scaling=scaling, augmentation=cfg.augmentation,
+                     augmentation_rate=cfg.augmentation_rate),
         make_dataset(data.validation, encoder, labels, data.task, batch_size=global_batch, static_shapes=static,
                      bucket=cfg.bucket, target_scaling=scaling),
         lambda: build_task_model(checkpoint, data.task, labels, dropout=cfg.dropout,
@@ -171,13 +175,18 @@ def task_inputs(cfg: TrainConfig, data: TaskData, labels: LabelMap, recipe: Effe
 def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
               strategy: Optional[tf.distribute.Strategy] = None,
               callbacks: Sequence[tf_keras.callbacks.Callback] = (),
-              labels: Optional[LabelMap] = None, say: Callable[..., None] = print) -> FitResult:
+              labels: Optional[LabelMap] = None, say: Callable[..., None] = print,
+              backup: Optional[Backup] = None) -> FitResult:
     """Build, compile and ``fit`` on ``data``; returns the bundle holding its best-validation weights.
 
     Options left ``auto`` in ``cfg`` are filled first (``resolve_recipe``); the
     result's ``recipe`` says which values were used and why. ``run_dir``
     receives checkpoints, TensorBoard logs and history.csv. Used by ``train``
-    and by the tuner (which needs no model folder per trial).
+    and by the tuner (which needs no model folder per trial). ``backup``
+    backs up the training state and, when resuming, continues from it
+    (``training.backup``). On a cluster every worker calls this; the chief's
+    ``run_dir`` is kept, the others' are scratch, and all end with the chief's
+    best weights.
     """
     task = data.task
     labels = labels or label_map_for(data)
@@ -189,7 +198,15 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
     tf_keras.utils.set_random_seed(cfg.seed)
     inputs = task_inputs(cfg, data, labels, recipe, global_batch, static)
     train_ds, val_ds = inputs.train, inputs.validation
+    if recipe.passes_per_epoch > 1:   # small data, epochs auto: one Keras epoch = several reshuffled passes
+        train_ds = train_ds.repeat(recipe.passes_per_epoch)
+    multi_worker, chief = is_multi_worker(strategy), is_chief(strategy)
+    if multi_worker:
+        train_ds, val_ds = shard_by_element(train_ds), shard_by_element(val_ds)
     steps = recipe.steps_per_epoch
+    past = backup.past(int(train_ds.cardinality()), chief=chief, say=say) if backup else None
+    if past:   # every pass of the un-repeated dataset draws its own shuffle order
+        skip_epochs(inputs.train, len(past) * recipe.passes_per_epoch)
     monitor = SELECTION_METRIC.get(task, "val_accuracy")
     previous_policy = tf_keras.mixed_precision.global_policy()
     try:
@@ -212,24 +229,34 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
         scorer = [ValidationEntityF1(bundle.predictor(batch_size=max(global_batch, 64)), data.validation)] \
             if monitor == ENTITY_F1 else []
         annealer = AnnealOnPlateau(monitor, cfg.early_stopping_patience, cfg.epochs) if recipe.auto_epochs else None
+        if annealer and past:
+            annealer.resume_after([row.get(monitor, float("nan")) for row in past],
+                                  os.path.join(backup.run_dir, BEST_WEIGHTS))
         started = time.perf_counter()
         history = bundle.model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
                                    callbacks=default_callbacks(run_dir, monitor=monitor, first=scorer,
                                                                patience=cfg.early_stopping_patience,
-                                                               stopper=annealer)
-                                   + list(callbacks), verbose=fit_verbosity(cfg.verbose))
+                                                               stopper=annealer, past=past)
+                                   + list(callbacks) + ([backup.callback()] if backup else []),
+                                   verbose=fit_verbosity(cfg.verbose))
         train_seconds = time.perf_counter() - started
-        bundle.model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
+        if chief:   # the other workers' best checkpoints were temporary (Keras's multi-worker rule)
+            bundle.model.load_weights(os.path.join(run_dir, BEST_WEIGHTS))
+        if multi_worker:
+            broadcast_from_chief(strategy, bundle.model.weights)
         shutil.rmtree(os.path.join(run_dir, os.path.dirname(BEST_WEIGHTS)), ignore_errors=True)
+        if backup and chief:
+            backup.remove()   # a finished run needs no backup (Keras has emptied it); not part of the model folder
     finally:
         tf_keras.mixed_precision.set_global_policy(previous_policy)
-    epochs = epoch_summary(history.history, monitor, cfg.epochs, cfg.early_stopping_patience,
+    history = merged_history(past or [], history.history)
+    epochs = epoch_summary(history, monitor, cfg.epochs, cfg.early_stopping_patience,
                            auto=recipe.auto_epochs, annealed=annealer.annealed if annealer else None,
                            restored_from=annealer.restored_from if annealer else None)
     if epochs["run"]:
         say(f"[tfpipeline] kept epoch {epochs['kept']} of {epochs['run']} ({METRIC_NAMES.get(monitor, monitor)} "
             f"{epochs['best']:.4f}); stopped: {epochs['stopped']}")
-    return FitResult(bundle, dict(history.history), params, train_seconds, global_batch, recipe, epochs)
+    return FitResult(bundle, history, params, train_seconds, global_batch, recipe, epochs)
 
 
 def shapes_note(task: str, cfg: TrainConfig, static: bool) -> str:
@@ -261,10 +288,19 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
     """Fine-tune, keep the best epoch, evaluate, and write the model folder.
 
     The folder appears only when everything succeeded: work happens in
-    ``<output_dir>.partial`` and is renamed at the end.
+    ``<output_dir>.partial`` and is renamed at the end. The training state is
+    backed up there (``training.backup``): an interrupted run keeps it, and
+    ``resume=True`` continues from it. On a cluster (``--strategy
+    multiworker``) every worker runs this with the same options; only the
+    chief writes ``<output_dir>`` (the others write to scratch folders, as
+    TensorFlow's multi-worker guide prescribes) and the others return a
+    result whose ``output_dir`` is None.
     """
     cfg = as_train_config(config, overrides)
     say = print if cfg.verbose else (lambda *a, **k: None)
+    # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything else
+    strategy = strategy or get_strategy(cfg.strategy, cfg.tpu)
+    chief = is_chief(strategy)
     data = data or data_for(cfg)
     if data.skipped_rows:
         say(f"[tfpipeline] {summarize_bad_rows(data.skipped_rows)}")
@@ -272,8 +308,18 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
     check_labels(data, labels)
     eval_split = data.test or data.validation
 
-    with staged_output(cfg.output_dir, overwrite=cfg.overwrite) as staging:
-        fit = fit_model(cfg, data, staging, strategy=strategy, callbacks=callbacks, labels=labels, say=say)
+    check_output(cfg.output_dir, cfg.overwrite)   # every worker: all fail alike, none waits for a failed chief
+    partial = partial_path(cfg.output_dir)
+    resume = resume_decision(partial, resume=cfg.resume, overwrite=cfg.overwrite, options=cfg.to_dict(), say=say)
+    folder = staged_output(cfg.output_dir, overwrite=cfg.overwrite, resume=resume, keep_on_error=keep_for_resume) \
+        if chief else scratch_output("tfpipeline-worker-")
+    with folder as staging:
+        if chief and not resume:
+            write_run_options(staging, cfg.to_dict())
+        if is_multi_worker(strategy):
+            sync_workers(strategy)   # the chief's folder is ready (a stale backup is gone) before anyone reads it
+        fit = fit_model(cfg, data, staging, strategy=strategy, callbacks=callbacks, labels=labels, say=say,
+                        backup=Backup(partial, cfg.backup_every, resume))
         bundle = fit.bundle
         bundle.meta.update(source_checkpoint=cfg.model, dataset=data.name, config=fit.recipe.config.to_dict(),
                            recipe=fit.recipe.as_dict())
@@ -294,6 +340,9 @@ def train(config: Union[TrainConfig, Dict[str, Any], None] = None, *, data: Opti
         bundle.write(staging)
         write_report(staging, report)
         write_html_report(staging, report, history=fit.history, recipe=fit.recipe.as_dict())
+    if not chief:
+        say(f"[tfpipeline] worker done; the chief writes {cfg.output_dir}")
+        return TrainResult(bundle, None, report, fit.history, fit.params, fit.train_seconds)
     bundle.directory = cfg.output_dir
     say(f"[tfpipeline] evaluation on {report['split']} ({data.source(report['split'])}):")
     say(format_report(report))
