@@ -366,8 +366,14 @@ def test_resume_after_ctrl_c_matches_uninterrupted_run(tmp_path, no_dropout_chec
                                                        capsys):
     out = str(tmp_path / "model")
     options = run_options(no_dropout_checkpoint, data_files, out)
-    with pytest.raises(KeyboardInterrupt):
-        train(options, callbacks=[Kill(1, 1, signal.SIGINT)])
+    # Python only turns SIGINT into KeyboardInterrupt if SIGINT was not ignored when it started; a
+    # background job of a non-interactive shell (CI) starts with it ignored. Install what a terminal gives.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(options, callbacks=[Kill(1, 1, signal.SIGINT)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "--resume" in capsys.readouterr().err
     assert has_backup(partial_path(out)) and not os.path.exists(out)
     with pytest.raises(ConfigError, match="differ.*learning_rate"):
