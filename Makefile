@@ -36,11 +36,21 @@ ner: $(STAMP)
 images: $(STAMP) image-data
 	$(BIN)/tfpipeline train --config configs/fashion_mnist.yaml --overwrite
 
+## Tests run in TEST_WORKERS processes, one test file per process at a time (module fixtures are built once):
+## most of a small test's time is single-threaded Python (tracing), so 2 processes on 2 cores finish about
+## 1.5x sooner. Tests marked `serial` (latency bounds, worker heartbeats) run afterwards, alone.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -ra
+define run_tests
+	@rc=0; $(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not serial$(1)" || rc=$$?; \
+	$(PYTEST) -m "serial$(1)" || rc=$$?; exit $$rc
+endef
+
 test: $(STAMP) image-data
-	$(BIN)/python -m pytest -q -ra
+	$(call run_tests,)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m "not integration"
+	$(call run_tests, and not integration)
 
 ## Benchmarks (ratios against a baseline measured in the same process); needs the bench extra.
 bench: $(STAMP)

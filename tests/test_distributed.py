@@ -281,6 +281,7 @@ def test_backup_position_and_history(tmp_path):
 
 
 # --------------------------------------------------------------------------- workers on loopback
+@pytest.mark.serial   # worker processes with heartbeats: run alone (make test), not beside another test
 def test_two_workers_train_like_one_process(tmp_path, no_dropout_checkpoint, data_files, reference):
     out = str(tmp_path / "model")
     options = run_options(no_dropout_checkpoint, data_files, out, strategy="multiworker",
@@ -314,6 +315,7 @@ def test_two_workers_train_like_one_process(tmp_path, no_dropout_checkpoint, dat
     assert_weights(folder_weights(out), folder_weights(reference), atol=CLUSTER_ATOL)
 
 
+@pytest.mark.serial   # worker processes with heartbeats: run alone (make test), not beside another test
 def test_killed_worker_restarts_from_backup(tmp_path, no_dropout_checkpoint, data_files):
     """SIGKILL one worker mid-epoch; the chief then fails (its collectives lose their peer) or is stopped; the
     whole cluster restarts with the same command (TensorFlow's rule for MultiWorkerMirroredStrategy) and

@@ -50,6 +50,7 @@ def _wait_all(procs, deadline):
     return True
 
 
+@pytest.mark.serial   # worker processes with heartbeats: run alone (make test), not beside another test
 def test_chief_and_two_workers_share_one_search(tmp_path, tiny_checkpoint, clf_files, capsys):
     port = _free_port()
     directory = tmp_path / "tuning"

@@ -401,6 +401,7 @@ def test_versions_are_warmed_up_before_they_are_published(server, exports, stubs
 LOAD_CLIENTS = 4
 
 
+@pytest.mark.serial   # asserts latency bounds: run alone (make test)
 def test_load_while_a_new_version_is_published(exports, clf_predictor, tmp_path):
     """Issue #13 item 6, bounded: concurrent clients while the poller picks up a new version. Zero failed
     requests, every answer is its own text's, the new version answers after the change, and no gross stall.
