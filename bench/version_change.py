@@ -5,12 +5,15 @@ new version was loaded mid-run. Here, in one process on loopback: ``--clients`` 
 ``serving.GrpcClient`` each, one text per request) run against ``ModelServer`` for ``--steady-seconds``;
 then a copy of the export is dropped in as version 2, which the server's version poller (every 0.5 s)
 loads and publishes. Requests that start from the copy until ``--after-seconds`` after version 2
-answers form the "change" window. Two variants, same model, same run:
+answers form the "change" window. Three variants, same model, same run:
 
-- ``warmup file``: the export as written by ``tfpipeline export`` (TF Serving's
-  ``assets.extra/tf_serving_warmup_requests``), which the server replays before publishing the version;
-- ``no warmup file``: the same export with that file deleted, i.e. the first real requests to the new
-  version instantiate its graphs (how every version change behaved before warmup was replayed).
+- ``no warmup file``: the export with TF Serving's ``assets.extra/tf_serving_warmup_requests`` deleted,
+  i.e. the first real requests to the new version instantiate its graphs (how every version change
+  behaved before warmup was replayed);
+- ``warmup file, plain load``: the export as written by ``tfpipeline export``, whose warmup records the
+  server replays before publishing the version, loaded in the server's reloading thread at normal priority;
+- ``warmup file, low-priority load``: the same, loaded as the server does by default
+  (``serving.repository.load_behind_requests``: its own thread, lower OS priority, short GIL slices).
 
     python bench/version_change.py                       # MiniLM-L6, random head, about 2 minutes
     python bench/version_change.py --checkpoint tiny     # smoke run
@@ -62,15 +65,23 @@ def percentiles(latencies: list) -> dict:
             "p99_ms": round(float(np.percentile(values, 99)), 1), "max_ms": round(float(values.max()), 1)}
 
 
-def run_variant(export_dir: str, root: str, keep_warmup: bool, args) -> dict:
-    base = os.path.join(root, f"base_{'warm' if keep_warmup else 'cold'}")
+VARIANTS = {  # name: (keep the export's warmup file, low-priority loads)
+    "no warmup file": (False, True),
+    "warmup file, plain load": (True, False),
+    "warmup file, low-priority load": (True, True),
+}
+
+
+def run_variant(export_dir: str, root: str, variant: str, args) -> dict:
+    keep_warmup, low_priority = VARIANTS[variant]
+    base = os.path.join(root, "base_" + "".join(c if c.isalnum() else "_" for c in variant))
     os.makedirs(os.path.join(base, MODEL_NAME))
     publish(export_dir, base, 1, keep_warmup=True)
     texts = sample_texts(256)
     records, failures, stop = [], [], threading.Event()
     lock = threading.Lock()
 
-    with ModelServer(base, grpc_port=0, rest_port=None, poll_seconds=0.5) as server:
+    with ModelServer(base, grpc_port=0, rest_port=None, poll_seconds=0.5, low_priority_loads=low_priority) as server:
         def client(i: int) -> None:
             with GrpcClient(server.grpc_target, MODEL_NAME, timeout=60) as grpc_client:
                 for _ in range(args.warmup):
@@ -105,7 +116,7 @@ def run_variant(export_dir: str, root: str, keep_warmup: bool, args) -> dict:
 
     steady = [latency for started, latency in records if started < change_start]
     change = [latency for started, latency in records if change_start <= started < reload_end + args.after_seconds]
-    result = {"variant": "warmup file" if keep_warmup else "no warmup file", "steady": percentiles(steady),
+    result = {"variant": variant, "steady": percentiles(steady),
               "change": percentiles(change), "reload_seconds": round(reload_end - change_start, 2),
               "failed": len(failures), "failures": failures[:5], "served_version_after": served}
     if result["steady"]["p99_ms"] and result["change"]["p99_ms"]:
@@ -145,7 +156,7 @@ def main(argv=None) -> int:
     machine = benchlib.machine_info()
     with tempfile.TemporaryDirectory() as root:
         export_dir = build_export(args, root)
-        variants = [run_variant(export_dir, root, keep, args) for keep in (False, True)]
+        variants = [run_variant(export_dir, root, variant, args) for variant in VARIANTS]
     report = {"command": "python bench/version_change.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "clients": args.clients, "machine": machine, "variants": variants}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

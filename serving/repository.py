@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -31,6 +32,8 @@ from serving.errors import invalid, not_found
 log = logging.getLogger(__name__)
 
 AVAILABLE, END = "AVAILABLE", "END"
+LOADER_NICENESS = 10             # added to the loading thread's OS niceness (Linux: per thread)
+LOADING_SWITCH_INTERVAL = 0.0005  # seconds; Python's default GIL slice is 0.005
 EXAMPLE_LOGS = ("classify_log", "regress_log")   # PredictionLog kinds whose request is a list of tf.Examples
 
 
@@ -77,6 +80,44 @@ def load_servable(name: str, version: int, path: str) -> Servable:
     servable = Servable(name, version, path, loaded, defs, metadata)
     servable.warmup_requests = warm_up(servable)
     return servable
+
+
+def load_behind_requests(name: str, version: int, path: str) -> Servable:
+    """``load_servable`` in a thread of its own at a lower OS priority, with short GIL slices meanwhile.
+
+    Why: loading a version restores its functions in Python and optimises its
+    graphs on the first (warmup) calls, all in the loading thread. At equal
+    priority that thread takes CPU and the GIL from the threads answering with
+    the version being served: on 2 cores their p99 grew several-fold during a
+    change (``bench/version_change.py``). TF Serving loads on threads of its
+    own for the same reason. A lowered priority cannot be raised again without
+    privileges, hence a fresh thread per load; the GIL slice is process-wide and
+    restored when the load ends (``reload`` runs one load at a time).
+    """
+    outcome: Dict[str, object] = {}
+
+    def load() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + LOADER_NICENESS)
+        except (AttributeError, OSError):   # no per-thread priority here: load at the usual one
+            pass
+        try:
+            outcome["servable"] = load_servable(name, version, path)
+        except BaseException as e:  # re-raised in the caller's thread
+            outcome["error"] = e
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(LOADING_SWITCH_INTERVAL)
+    try:
+        thread = threading.Thread(target=load, name=f"load {name}/{version}", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["servable"]
 
 
 def warm_up(servable: Servable) -> int:
@@ -142,15 +183,18 @@ class ModelRepository:
 
     ``keep_versions`` = N serves only the newest N versions of each model
     (TF Serving's ``latest`` policy); None serves every version on disk.
+    ``low_priority_loads``: load versions with ``load_behind_requests`` (False:
+    in the reloading thread as is, the baseline ``bench/version_change.py`` compares).
     """
 
-    def __init__(self, base_dir: str, *, keep_versions: Optional[int] = None):
+    def __init__(self, base_dir: str, *, keep_versions: Optional[int] = None, low_priority_loads: bool = True):
         if not os.path.isdir(base_dir):
             raise ConfigError(f"{base_dir}: model base folder not found")
         if keep_versions is not None and keep_versions < 1:
             raise ConfigError("keep_versions must be >= 1 (or None for all versions)")
         self.base_dir = base_dir
         self.keep_versions = keep_versions
+        self._load = load_behind_requests if low_priority_loads else load_servable
         self._models: Dict[str, Dict[int, Servable]] = {}
         self._stamps: Dict[Tuple[str, int], float] = {}
         self._failed: Dict[Tuple[str, int], Tuple[float, str]] = {}
@@ -184,7 +228,7 @@ class ModelRepository:
                     if self._stamps.get(key) == stamp or self._failed.get(key, (None,))[0] == stamp:
                         continue
                     try:
-                        new_servables[key] = load_servable(name, version, path)
+                        new_servables[key] = self._load(name, version, path)
                         self._failed.pop(key, None)
                         self._stamps[key] = stamp
                         changes["loaded"].append(f"{name}/{version}")

@@ -399,17 +399,19 @@ def test_versions_are_warmed_up_before_they_are_published(server, exports, stubs
 
 
 LOAD_CLIENTS = 4
+P99_SLACK_SECONDS = 0.010
 
 
 @pytest.mark.serial   # asserts latency bounds: run alone (make test)
 def test_load_while_a_new_version_is_published(exports, clf_predictor, tmp_path):
-    """Issue #13 item 6, bounded: concurrent clients while the poller picks up a new version. Zero failed
-    requests, every answer is its own text's, the new version answers after the change, and no gross stall.
+    """Issue #13 items 6 and 7, bounded: concurrent clients while the poller picks up a new version. Zero
+    failed requests, every answer is its own text's, the new version answers after the change, and p99 during
+    the change within 2x steady p99 (plus P99_SLACK_SECONDS: the tiny model's p99 is ~15-30 ms, where
+    scheduler jitter alone is a few ms).
 
-    The latency bound is a guard, not item 7's target (p99 during the change <= 2x steady): loading competes
-    with the requests for the cores and the interpreter, so on 2 cores the tiny model's p99 rises from ~13 ms
-    to ~60 ms (MiniLM: 3.35x, bench/version_change.py). A request blocked behind the whole load, or the
-    seconds-long first calls of an unwarmed version, would break it."""
+    The server loads versions behind the requests (``serving.repository.load_behind_requests``). Measured
+    with this test on a busy 2-core machine, change/steady p99: 1.75x, 1.70x, 1.27x; the same with
+    ``low_priority_loads=False``: 3.04x, 1.40x, 2.27x (MiniLM, bench/version_change.py: 0.9x vs 2.16x)."""
     base = str(tmp_path / "base")
     os.makedirs(os.path.join(base, CLF_NAME))
     copy_version(exports["base"], base, CLF_NAME)
@@ -458,6 +460,7 @@ def test_load_while_a_new_version_is_published(exports, clf_predictor, tmp_path)
     assert len(steady) > 20 and len(change) > 20
     steady_p99, change_p99 = np.percentile(steady, 99), np.percentile(change, 99)
     assert change_p99 <= 0.5 and steady_p99 <= 0.25, (steady_p99, change_p99)
+    assert change_p99 <= 2 * steady_p99 + P99_SLACK_SECONDS, (steady_p99, change_p99)
 
 
 def test_background_poller_picks_up_new_versions(exports, tmp_path):
