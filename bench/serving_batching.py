@@ -60,19 +60,21 @@ BASELINE = f"direct batch {DIRECT_BATCH}"
 TARGET_CLIENTS, TARGET_RATIO = 16, 0.8
 
 
+def build_bundle(args, root: str) -> ModelBundle:
+    """``--model-dir`` loaded, else a random classification head on ``--checkpoint`` (files under ``root``)."""
+    if args.model_dir:
+        return ModelBundle.load(args.model_dir, max_length=args.max_length)
+    checkpoint = args.checkpoint
+    if checkpoint == "tiny":
+        checkpoint = save_random_checkpoint(os.path.join(root, "tiny_checkpoint"))
+    labels = LabelMap(["neg", "pos"])
+    encoder = TextEncoder.from_directory(resolve_checkpoint(checkpoint), max_length=args.max_length)
+    return ModelBundle(build_task_model(checkpoint, "classification", labels), encoder, labels, "classification")
+
+
 def build_export(args, root: str) -> str:
     """A SavedModel export of ``--model-dir``, else of a random classification head on ``--checkpoint``."""
-    if args.model_dir:
-        bundle = ModelBundle.load(args.model_dir, max_length=args.max_length)
-    else:
-        checkpoint = args.checkpoint
-        if checkpoint == "tiny":
-            checkpoint = save_random_checkpoint(os.path.join(root, "tiny_checkpoint"))
-        labels = LabelMap(["neg", "pos"])
-        encoder = TextEncoder.from_directory(resolve_checkpoint(checkpoint), max_length=args.max_length)
-        bundle = ModelBundle(build_task_model(checkpoint, "classification", labels), encoder, labels,
-                             "classification")
-    return bundle.export(os.path.join(root, "exports"), MODEL_NAME)
+    return build_bundle(args, root).export(os.path.join(root, "exports"), MODEL_NAME)
 
 
 def latency_summary(seconds: list) -> dict:

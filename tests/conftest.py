@@ -13,6 +13,7 @@ import shutil
 
 import tfpipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS etc. before TensorFlow is imported)
 
+import numpy as np
 import pytest
 
 from tfpipeline.data.examples import CLASSIFICATION, NER, TaskData, TextExample, TokenExample
@@ -195,7 +196,8 @@ def exports(tmp_path_factory, tiny_checkpoint) -> dict:
     ner_dir = ModelBundle(build_task_model(tiny_checkpoint, NER, tags), encoder, tags, NER).save(str(root / "ner_model"))
     assert main(["export", "--model-dir", ner_dir, "--base-dir", base, "--name", NER_NAME]) == 0
     return dict(base=base, clf_dir=clf_dir, ner_dir=ner_dir, clf_export=clf_export,
-                ner_export=os.path.join(base, NER_NAME, "1"), clf_variables=len(clf.variables))
+                ner_export=os.path.join(base, NER_NAME, "1"),
+                clf_weight_count=sum(int(np.prod(v.shape)) for v in clf.variables))
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,7 @@ def test_classification_signatures_match_keras(bundles, compact_exports, key):
     np.testing.assert_allclose(batch_one["scores"].numpy(), expected[:1], atol=ATOL)
 
 
-def test_compact_exports_keep_the_signatures_and_record_the_optimisation(compact_exports, exports):
+def test_compact_exports_keep_the_signatures_and_record_the_optimisation(compact_exports, exports, bundles):
     """Same signature names, dtypes and shapes as the Keras-graph export; each weight saved once."""
     for key, reference in ((CLASSIFICATION, exports["clf_export"]), ("xla", exports["clf_export"]),
                            (NER, exports["ner_export"])):
@@ -129,13 +129,15 @@ def test_compact_exports_keep_the_signatures_and_record_the_optimisation(compact
     assert {"serving_default", "embed", "predict_ids"} <= set(embedding)
     assert embedding["serving_default"]["outputs"]["embedding"] == {"dtype": "float32", "shape": [-1, 32]}
     assert read_export_metadata(compact_exports[CLASSIFICATION])["optimize"] == "compact"
+    assert read_export_metadata(exports["clf_export"])["optimize"] == "compact"   # the default, auto
     meta = read_export_metadata(compact_exports["xla"])
     assert meta["optimize"] == "compact+xla" and meta["tf_serving_flags"] == ["--xla_cpu_compilation_enabled"]
 
     def weights(path):
         return sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(
             os.path.join(path, "variables", "variables")) if name.startswith("model_variables/"))
-    assert weights(compact_exports[CLASSIFICATION]) == weights(exports["clf_export"])   # fused, not doubled
+    keras_weights = sum(int(np.prod(v.shape)) for v in bundles[CLASSIFICATION].model.variables)
+    assert weights(compact_exports[CLASSIFICATION]) == keras_weights   # fused, not doubled
 
 
 @pytest.mark.parametrize("key", [CLASSIFICATION, "xla"])
@@ -228,6 +230,12 @@ def test_unsupported_models_get_a_clear_error_and_nothing_written(tiny_checkpoin
     with pytest.raises(ExportError, match="unknown export optimisation 'fast'"):
         inference_model(adapter, CLASSIFICATION, "fast")
     assert inference_model(adapter, CLASSIFICATION, "none") is adapter
+    # auto (the default): the Keras graph where there is no compact one, and the export says so
+    assert inference_model(adapter, CLASSIFICATION, "auto") is adapter
+    image_model = object()
+    assert inference_model(image_model, IMAGE_CLASSIFICATION, "auto") is image_model
+    assert read_export_metadata(bundle.export(str(tmp_path), "adapter"))["optimize"] == "none"
+    assert isinstance(inference_model(bundles[CLASSIFICATION].model, CLASSIFICATION, "auto"), CompactBertModel)
 
 
 def test_non_bert_architecture_is_refused():

@@ -30,7 +30,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import tf_keras
 
 from tfpipeline.config import EMBEDDING, IMAGE_CLASSIFICATION, PeftOptions
-from tfpipeline.config.commands import OPTIMIZE_NONE
+from tfpipeline.config.commands import OPTIMIZE_AUTO
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.pipeline import TargetScaling
@@ -170,10 +170,10 @@ class ModelBundle:
 
     def export(self, base_dir: str, model_name: str, *, version: Optional[int] = None,
                warmup_texts: Optional[Sequence[str]] = None, index: Optional[DocumentIndex] = None,
-               optimize: str = OPTIMIZE_NONE) -> str:
+               optimize: str = OPTIMIZE_AUTO) -> str:
         """A versioned SavedModel for TF Serving at ``<base_dir>/<model_name>/<version>/``
         (``index``: the documents an embedding model's ``search`` signature ranks; see ``document_index``;
-        ``optimize``: ``none``, ``compact`` or ``compact+xla``, see ``export.compact_encoder``)."""
+        ``optimize``: ``auto``, ``none``, ``compact`` or ``compact+xla``, see ``export.compact_encoder``)."""
         return export_model(self.model, self.encoder, self.labels, self.task, base_dir, model_name,
                             version=version, warmup_texts=warmup_texts, source_dir=self.directory, index=index,
                             target_scaling=self.target_scaling, optimize=optimize)

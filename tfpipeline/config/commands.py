@@ -11,8 +11,10 @@ from tfpipeline.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
 PREDICT_FORMATS = ("csv", "tsv", "jsonl", "conll", "txt")   # predict --input (tfpipeline.batch_predict)
-# export --optimize (tfpipeline.export.compact_encoder): the Keras graph, the compact BERT graph, + XLA
-OPTIMIZE_NONE, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_XLA = EXPORT_OPTIMIZATIONS = ("none", "compact", "compact+xla")
+# export --optimize (tfpipeline.export.compact_encoder): compact where the model has a compact twin else none,
+# the Keras graph, the compact BERT graph, + XLA
+OPTIMIZE_AUTO, OPTIMIZE_NONE, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_XLA = EXPORT_OPTIMIZATIONS = (
+    "auto", "none", "compact", "compact+xla")
 
 
 @dataclass
@@ -95,10 +97,11 @@ class ExportConfig:
     name: str = opt(None, "model name (the serving URL /v1/models/NAME)", required=True)
     version: Optional[int] = opt(None, "integer version (default: highest existing + 1)")
     warmup_file: Optional[str] = opt(None, "text file, one sample text per line, for the warmup requests")
-    optimize: str = opt(OPTIMIZE_NONE, "serving graph: none (the Keras model as trained), compact (BERT text "
-                        "models: the same weights in a fused encoder graph with a fraction of the ops; same "
-                        "logits) or compact+xla (also XLA-compiles it: TF Serving needs "
-                        "--xla_cpu_compilation_enabled); see docs/serving.md", choices=EXPORT_OPTIMIZATIONS)
+    optimize: str = opt(OPTIMIZE_AUTO, "serving graph: compact (BERT text models: the same weights in a fused "
+                        "encoder graph with a fraction of the ops; same logits), none (the Keras model as "
+                        "trained), auto (compact where the model has one, else none) or compact+xla (also "
+                        "XLA-compiles it: TF Serving needs --xla_cpu_compilation_enabled); see docs/serving.md",
+                        choices=EXPORT_OPTIMIZATIONS)
 
     def validate(self) -> "ExportConfig":
         check_positive(self, "version")

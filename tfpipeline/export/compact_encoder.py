@@ -13,10 +13,11 @@ rewrites (Grappler's remapper / oneDNN fusions):
   bias is computed once for all layers;
 * activations stay 2-D (``[B*T, H]``) between layers, so every dense layer is
   a single MatMul + BiasAdd (no tensordot reshapes);
-* layer norm in the fused-batch-norm form that Grappler's remapper turns into
-  one ``_MklLayerNorm``, and GELU as ``tf.nn.gelu`` (exact erf or tanh
-  approximation: the checkpoint's ``hidden_act``), which it fuses into the
-  preceding MatMul + BiasAdd (``_MklNativeFusedMatMul``);
+* layer norm as plain reductions and arithmetic (cheaper at batch 1 than the
+  one ``_MklLayerNorm`` op Grappler makes of Keras' fused form; see
+  ``LayerNorm``), and GELU as ``tf.nn.gelu`` (exact erf or tanh
+  approximation: the checkpoint's ``hidden_act``), which Grappler's remapper
+  fuses into the preceding MatMul + BiasAdd (``_MklNativeFusedMatMul``);
 * no dropout, no unused outputs (hidden states, attentions, the pooler of a
   token classifier).
 
@@ -53,7 +54,8 @@ import numpy as np
 import tensorflow as tf
 from transformers import TFBertForSequenceClassification, TFBertForTokenClassification, TFBertModel
 
-from tfpipeline.config.commands import EXPORT_OPTIMIZATIONS, OPTIMIZE_COMPACT_XLA, OPTIMIZE_NONE
+from tfpipeline.config.commands import (EXPORT_OPTIMIZATIONS, OPTIMIZE_AUTO, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_XLA,
+                                        OPTIMIZE_NONE)
 from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, NER, REGRESSION
 from tfpipeline.errors import ExportError
 from tfpipeline.models.embedding_model import EmbeddingModel
@@ -87,10 +89,23 @@ def check_optimization(optimize: str) -> str:
 
 def inference_model(model, task: str, optimize: str = OPTIMIZE_NONE):
     """What a serving module calls as ``model(features, training=False)``: the Keras model itself for ``none``,
-    its ``CompactBertModel`` for ``compact`` / ``compact+xla`` (``ExportError`` if the model has none)."""
+    its ``CompactBertModel`` for ``compact`` / ``compact+xla`` (``ExportError`` if the model has none) and,
+    for ``auto``, the compact one where the model has one (``applied_optimization`` says which)."""
     if check_optimization(optimize) == OPTIMIZE_NONE:
         return model
+    if optimize == OPTIMIZE_AUTO:
+        try:
+            return CompactBertModel.from_keras(model, task)
+        except ExportError:   # images, other architectures, unmerged adapters: the Keras graph
+            return model
     return CompactBertModel.from_keras(model, task, xla=optimize == OPTIMIZE_COMPACT_XLA)
+
+
+def applied_optimization(serving_model, optimize: str) -> str:
+    """The optimisation an ``inference_model`` result carries (``auto`` resolved), as export metadata records it."""
+    if not isinstance(serving_model, CompactBertModel):
+        return OPTIMIZE_NONE
+    return OPTIMIZE_COMPACT_XLA if serving_model.xla else OPTIMIZE_COMPACT
 
 
 def unsupported(why: str) -> ExportError:
@@ -162,23 +177,26 @@ def _bias(dense) -> np.ndarray:
 
 
 class LayerNorm(tf.Module):
-    """Layer norm over the last axis of 2-D ``x``, written as Keras' fused path writes it: each row one
-    "channel" of a ``FusedBatchNormV3``, then scale and offset. Grappler's remapper turns exactly this
-    pattern into one ``_MklLayerNorm`` op on oneDNN CPUs (checked on TF 2.21: the ``moments`` +
-    ``batch_normalization`` form stays ~10 separate ops); elsewhere it is still one fused batch-norm op."""
+    """Layer norm over the last axis of 2-D ``x`` as plain reductions and arithmetic (7 small ops).
+
+    Not Keras' fused form (each row one "channel" of a ``FusedBatchNormV3``), although Grappler's
+    remapper turns that into one ``_MklLayerNorm`` op on oneDNN CPUs: measured with MiniLM-L6 on
+    2 threads, that op cost ~2.5 ms of a ~12 ms batch-1 call (``bench/serving_profile.py``: about
+    0.2 ms each, for 13 of them, likely a oneDNN primitive built per new input shape), and this form
+    made ``compact`` 10.0 ms vs 13.6 ms at batch 1 with the same batch-32 throughput (143.5 vs
+    143.2 ex/s; ``bench/vs_pytorch.py --skip-training``, one run each, ratios to ``none`` in the same
+    run: 1.23x vs 1.09x)."""
 
     def __init__(self, keras_layer, name: str):
         super().__init__(name=name)
         self.epsilon = float(keras_layer.epsilon)
         self.gamma = tf.Variable(_values(keras_layer.gamma), trainable=False, name="gamma")
         self.beta = tf.Variable(_values(keras_layer.beta), trainable=False, name="beta")
-        self.size = int(self.gamma.shape[0])
 
     def __call__(self, x):
-        rows = tf.shape(x)[0]
-        normed, _, _ = tf.compat.v1.nn.fused_batch_norm(tf.reshape(x, [1, -1, self.size, 1]), tf.ones([rows]),
-                                                        tf.zeros([rows]), epsilon=self.epsilon, data_format="NCHW")
-        return tf.reshape(normed, [-1, self.size]) * self.gamma + self.beta
+        centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+        variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
+        return centred * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
 
 
 class Dense(tf.Module):

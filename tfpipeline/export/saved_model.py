@@ -23,13 +23,13 @@ except ImportError:  # pragma: no cover - a stale fingerprint only affects metri
 
 import tfpipeline
 
-from tfpipeline.config.commands import OPTIMIZE_COMPACT_XLA, OPTIMIZE_NONE
+from tfpipeline.config.commands import OPTIMIZE_AUTO, OPTIMIZE_COMPACT_XLA, OPTIMIZE_NONE
 from tfpipeline.errors import ExportError
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
 from tfpipeline.data.pipeline import TargetScaling
 from tfpipeline.data.tokenization import TextEncoder
-from tfpipeline.export.compact_encoder import inference_model
+from tfpipeline.export.compact_encoder import applied_optimization, inference_model
 from tfpipeline.export.signatures import DocumentIndex, serving_module
 from tfpipeline.export.warmup import DEFAULT_WARMUP_TEXTS, WARMUP_FILE, write_warmup_requests
 from tfpipeline.staging import staged_output
@@ -43,7 +43,7 @@ SAVED_MODEL_FILE = "saved_model.pb"
 def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str, base_dir: str,
                  model_name: str, *, version: Optional[int] = None, warmup_texts: Optional[Sequence[str]] = None,
                  source_dir: str = "", index: Optional[DocumentIndex] = None,
-                 target_scaling: Optional[TargetScaling] = None, optimize: str = OPTIMIZE_NONE) -> str:
+                 target_scaling: Optional[TargetScaling] = None, optimize: str = OPTIMIZE_AUTO) -> str:
     """Export a trained Keras model to ``<base_dir>/<model_name>/<version>/`` and return that path.
 
     Usually called as ``ModelBundle.export(base_dir, model_name)``. ``version``
@@ -51,8 +51,9 @@ def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: Label
     existing version is never overwritten. ``source_dir`` (the model folder, if
     any) is recorded in the export metadata. ``index``: documents an ``embedding``
     model's ``search`` signature ranks (a new document set = a new version). ``optimize``: the
-    serving graph, ``none`` (the Keras model), ``compact`` or ``compact+xla`` (``export.compact_encoder``:
-    same logits, fewer ops; ``ExportError`` before anything is written if the model has no compact graph).
+    serving graph, ``auto`` (compact where the model has one, else none), ``none`` (the Keras model),
+    ``compact`` or ``compact+xla`` (``export.compact_encoder``: same logits, fewer ops; ``ExportError``
+    before anything is written if the model has no compact graph).
     """
     if not model_name or "/" in model_name or os.sep in model_name or model_name.startswith("."):
         raise ExportError(f"invalid model name {model_name!r} (a folder name, not a path)")
@@ -63,7 +64,8 @@ def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: Label
     # hidden staging folder: a model server polling model_root never sees a half-written version
     with staged_output(final, hidden=True, error=ExportError) as staging:
         _write_saved_model(staging, serving_model, encoder, labels, task, warmup_texts, model_name, version,
-                           source_dir, dict(index=index, target_scaling=target_scaling), optimize)
+                           source_dir, dict(index=index, target_scaling=target_scaling),
+                           applied_optimization(serving_model, optimize))
     return final
 
 
