@@ -101,7 +101,7 @@ def inference_model(model, task: str, optimize: str = OPTIMIZE_NONE):
     return CompactBertModel.from_keras(model, task, xla=optimize == OPTIMIZE_COMPACT_XLA)
 
 
-def applied_optimization(serving_model, optimize: str) -> str:
+def applied_optimization(serving_model) -> str:
     """The optimisation an ``inference_model`` result carries (``auto`` resolved), as export metadata records it."""
     if not isinstance(serving_model, CompactBertModel):
         return OPTIMIZE_NONE

@@ -65,7 +65,7 @@ def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: Label
     with staged_output(final, hidden=True, error=ExportError) as staging:
         _write_saved_model(staging, serving_model, encoder, labels, task, warmup_texts, model_name, version,
                            source_dir, dict(index=index, target_scaling=target_scaling),
-                           applied_optimization(serving_model, optimize))
+                           applied_optimization(serving_model))
     return final
 
 
