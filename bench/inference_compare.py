@@ -12,7 +12,7 @@ Two levels, each with its own baseline (the tfpipeline SavedModel = 1.0):
 The fine-tuned models of part (a) are used: the Keras model exported with
 tfpipeline's exporter, the PyTorch model as is and exported to ONNX. The
 SavedModel is exported once per ``--optimize`` setting (``none`` = the Keras
-graph, the baseline; ``compact``; ``compact+xla``: see
+graph, the baseline; ``compact``; ``compact+xla``; ``compact+bf16``: see
 tfpipeline/export/compact_encoder.py), each a row of its own. Without PyTorch
 (``pt_model`` None) only the TensorFlow engines run.
 """

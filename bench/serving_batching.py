@@ -21,8 +21,8 @@ shares the cores (and the GIL) with the server, so on a small machine the server
     python bench/serving_batching.py --seconds 5 --checkpoint tiny     # smoke run (~1 min)
     python bench/serving_batching.py --model-dir runs/rotten_tomatoes --clients 1 8 16 32
 
-Writes bench/results/serving_batching.md and serving_batching.json (with a ``ratios`` list); exits 1
-if any request failed.
+Writes bench/results/serving_batching.md and serving_batching.json (with a ``ratios`` list), and with
+``--readme README.md`` the README's serving-batching table; exits 1 if any request failed.
 """
 from __future__ import annotations
 
@@ -49,11 +49,14 @@ from serving import GrpcClient, Limits, ModelServer  # noqa: E402
 from serving.batching import load_batching_parameters  # noqa: E402
 from serving_latency import sample_texts  # noqa: E402  (the same short texts: 6-40 common words)
 from tfpipeline.bundle import ModelBundle  # noqa: E402
+from tfpipeline.config.commands import EXPORT_OPTIMIZATIONS, OPTIMIZE_AUTO  # noqa: E402
+from tfpipeline.export import read_export_metadata  # noqa: E402
 from tfpipeline.data.labels import LabelMap  # noqa: E402
 from tfpipeline.data.tokenization import TextEncoder  # noqa: E402
 from tfpipeline.models.checkpoint import resolve_checkpoint  # noqa: E402
 from tfpipeline.models.task_model import build_task_model, save_random_checkpoint  # noqa: E402
 
+README_START, README_END = "<!-- serving-batching:start -->", "<!-- serving-batching:end -->"
 MODEL_NAME = "bench"
 DIRECT_BATCH = 32
 BASELINE = f"direct batch {DIRECT_BATCH}"
@@ -73,8 +76,9 @@ def build_bundle(args, root: str) -> ModelBundle:
 
 
 def build_export(args, root: str) -> str:
-    """A SavedModel export of ``--model-dir``, else of a random classification head on ``--checkpoint``."""
-    return build_bundle(args, root).export(os.path.join(root, "exports"), MODEL_NAME)
+    """A SavedModel export (``--optimize``) of ``--model-dir``, else of a random classification head on
+    ``--checkpoint``."""
+    return build_bundle(args, root).export(os.path.join(root, "exports"), MODEL_NAME, optimize=args.optimize)
 
 
 def latency_summary(seconds: list) -> dict:
@@ -172,15 +176,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per client setting")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16], help="concurrent client counts")
     parser.add_argument("--batching-file", default="serving/configs/batching_parameters.txt")
+    parser.add_argument("--batch-threads", type=int, default=benchlib.cpu_count(),
+                        help="num_batch_threads, replacing the file's (default: this machine's cores, TF Serving's "
+                             "advice for CPU serving; 0 = keep the file's value)")
     parser.add_argument("--threads", type=int, default=2, help="TF intra- and inter-op threads (0 = TF default)")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=3, help="untimed requests per client before each setting")
     parser.add_argument("--texts", type=int, default=512, help="distinct texts cycled through")
+    parser.add_argument("--optimize", default=OPTIMIZE_AUTO, choices=EXPORT_OPTIMIZATIONS,
+                        help="the export's --optimize (default: the export default)")
     parser.add_argument("--out", default="bench/results/serving_batching.md")
+    parser.add_argument("--readme", help="also replace this README's serving-batching block with the table")
     args = parser.parse_args(argv)
     if args.threads:
         benchlib.configure_tf_threads(args.threads)
     params = load_batching_parameters(args.batching_file)
+    if args.batch_threads:
+        params = dataclasses.replace(params, num_batch_threads=args.batch_threads)
     texts = sample_texts(args.texts, seed=0)
     machine = {**benchlib.machine_info(), "tensorflow": tf.__version__}
 
@@ -189,6 +201,7 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         export_path = build_export(args, root)
         export_seconds = time.perf_counter() - t0
+        optimize = read_export_metadata(export_path)["optimize"]
         loaded = tf.saved_model.load(export_path)
         signature = loaded.signatures["serving_default"]
         direct_before = time_direct(signature, texts, args.seconds / 2, args.warmup)
@@ -218,8 +231,10 @@ def main(argv=None) -> dict:
     label = args.model_dir or args.checkpoint
     command = " ".join(["python", "bench/serving_batching.py"] + list(sys.argv[1:] if argv is None else argv))
     report = {"benchmark": "serving_batching", "command": command, "model": label, "max_length": args.max_length,
+              "optimize": optimize,
               "threads": args.threads or None, "seconds_per_setting": args.seconds,
               "build_export_seconds": export_seconds, "batching_file": args.batching_file,
+              "batch_threads_override": args.batch_threads or None,
               "batching_parameters": dataclasses.asdict(params), "machine": machine, "direct": direct,
               "runs": runs, "batching_stats": stats, "targets": targets,
               "errors": sum(run["errors"] for run in runs)}
@@ -237,7 +252,46 @@ def main(argv=None) -> dict:
         f.write(report["markdown"] + "\n")
     json_path = benchlib.write_json(os.path.splitext(args.out)[0] + ".json", report)
     print(f"written to {args.out} and {json_path}")
+    if args.readme:
+        benchlib.replace_readme_block(args.readme, README_START, README_END, readme_lines(report, params))
+        print(f"{args.readme}: serving-batching table written")
     return report
+
+
+def readme_lines(report: dict, params) -> list:
+    """The README block: clients x (batching off, on), the direct batch-32 baseline and the targets."""
+    import datetime
+    import textwrap
+
+    direct, targets = report["direct"], report["targets"]
+    by = {(r["clients"], r["batching"]): r for r in report["runs"]}
+    load = report["machine"].get("loadavg_1_5_15", [float("nan")])[0]
+    header = (f"`{report['command']}` (one process, loopback; {report['model']} export `--optimize "
+              f"{report['optimize']}`, max length {report['max_length']}, {report['threads'] or 'default'} TF threads; "
+              f"batching: {params.describe()}, from `{report['batching_file']}`"
+              + (" with num_batch_threads = the cores" if report["batch_threads_override"] else "")
+              + f"), {datetime.date.today().isoformat()}, "
+              f"{report['machine']['cpus']} cores, 1-minute load average {load:.1f} at start:")
+    lines = [textwrap.fill(header, 115), "",
+             "| gRPC clients, one text per request | batching off: ex/s, p50 / p99 ms | `--enable-batching`: ex/s, "
+             "p50 / p99 ms | rows per model call |", "|---:|---:|---:|---:|"]
+    for clients in sorted({r["clients"] for r in report["runs"]}):
+        cells = []
+        for batching in (False, True):
+            r = by.get((clients, batching))
+            cells.append(f"{r['examples_per_s']:.1f}, {r['p50_ms']:.1f} / {r['p99_ms']:.1f}" if r else "-")
+        on = by.get((clients, True))
+        rows = f"{on['rows_per_call']:.1f}" if on and on["rows_per_call"] is not None else "-"
+        lines.append(f"| {clients} | {cells[0]} | {cells[1]} | {rows} |")
+    t, p = targets["throughput"], targets["p99"]
+    failed = report["errors"]
+    lines += ["", textwrap.fill(
+        f"The same export called in-process at batch {DIRECT_BATCH}: {direct['examples_per_s']:.1f} ex/s (p50 "
+        f"{direct['p50_ms']:.0f} ms per batch). {t['clients']} batched batch-1 clients reach {t['ratio']:.0%} of it "
+        f"(issue #13 asks >= {t['target']:.0%}: {'met' if t['pass'] else 'not met'}); batching p99 "
+        f"{'within' if p['pass'] else 'above'} the batch timeout + one batch ({p['bound_ms']:.0f} ms); "
+        f"{'zero' if not failed else failed} failed requests.", 115)]
+    return lines
 
 
 def check_targets(runs: list, direct: dict, params) -> dict:
@@ -261,7 +315,9 @@ def markdown(report: dict, params) -> str:
              f"`{report['command']}` - one process, loopback, {report['seconds_per_setting']:g} s per setting; "
              f"{machine['cpus']} CPUs, TensorFlow {machine['tensorflow']}"
              + (f", load average {load[0]:.1f} at start" if load else "") + ".",
-             f"Batching (`{report['batching_file']}`): {params.describe()}.", "",
+             f"Batching (`{report['batching_file']}`"
+             + (f", num_batch_threads {report['batch_threads_override']} from --batch-threads"
+                if report["batch_threads_override"] else "") + f"): {params.describe()}.", "",
              "| setting | clients | batching | ex/s | p50 ms | p99 ms | errors | rows/call | vs direct batch-32 |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|",
              f"| SavedModel in-process, batch {DIRECT_BATCH} | 1 | - | {direct['examples_per_s']:.1f} | "

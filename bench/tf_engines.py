@@ -2,7 +2,7 @@
 
 Uses ``ModelBundle.export`` (signatures ``predict_ids`` for token ids and
 ``serving_default`` for raw text), once per export optimisation compared
-(``--optimize none|compact|compact+xla``; ``none`` is the baseline).
+(``--optimize none|compact|compact+xla|compact+bf16``; ``none`` is the baseline).
 """
 from __future__ import annotations
 

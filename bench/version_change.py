@@ -19,7 +19,8 @@ answers form the "change" window. Three variants, same model, same run:
     python bench/version_change.py --checkpoint tiny     # smoke run
 
 Prints a Markdown table (p50/p99 steady and during the change, their ratio, failed requests) and writes
-bench/results/version_change.md / .json; exits 1 if any request failed.
+bench/results/version_change.md / .json (``--readme README.md``: also the README's version-change table);
+exits 1 if any request failed.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ import numpy as np  # noqa: E402
 from serving import GrpcClient, ModelServer  # noqa: E402
 from serving_batching import MODEL_NAME, build_export  # noqa: E402
 from serving_latency import sample_texts  # noqa: E402  (short texts of 6-40 common words)
-from tfpipeline.export import ASSETS_EXTRA  # noqa: E402
+from tfpipeline.config.commands import EXPORT_OPTIMIZATIONS, OPTIMIZE_AUTO  # noqa: E402
+from tfpipeline.export import ASSETS_EXTRA, read_export_metadata  # noqa: E402
 from tfpipeline.export.warmup import WARMUP_FILE  # noqa: E402
 from tfpipeline.training.strategy import set_tf_threads  # noqa: E402
 
@@ -70,6 +72,12 @@ VARIANTS = {  # name: (keep the export's warmup file, low-priority loads)
     "warmup file, plain load": (True, False),
     "warmup file, low-priority load": (True, True),
 }
+README_VARIANTS = {   # the README's words for them
+    "no warmup file": "without its warmup file (first requests build the graphs)",
+    "warmup file, plain load": "with it, loaded in the poller's thread at normal priority",
+    "warmup file, low-priority load": "with it, loaded behind the requests (the default)",
+}
+README_START, README_END = "<!-- version-change:start -->", "<!-- version-change:end -->"
 
 
 def run_variant(export_dir: str, root: str, variant: str, args) -> dict:
@@ -139,6 +147,27 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_lines(report: dict) -> list:
+    import datetime
+    import textwrap
+
+    header = (f"`{report['command']}` ({report['clients']} concurrent batch-1 gRPC clients, {report['model']} export "
+              f"`--optimize {report['optimize']}`; the version poller picks up a copy as version 2 mid-run; three "
+              f"variants in one process), {datetime.date.today().isoformat()}, {report['machine']['cpus']} cores, "
+              f"1-minute load average {report['machine'].get('loadavg_1_5_15', [float('nan')])[0]:.1f} at start:")
+    lines = [textwrap.fill(header, 115), "",
+             "| new version | steady p50 / p99 ms | requests started during the change: p50 / p99 / max ms | "
+             "p99 ratio | reload s | failed |", "|---|---:|---:|---:|---:|---:|"]
+    for r in report["variants"]:
+        s, c = r["steady"], r["change"]
+        ratio = f"{r['p99_ratio']:.2f}x" if "p99_ratio" in r else "-"
+        if r["variant"] == "warmup file, low-priority load":
+            ratio = f"**{ratio}**"
+        lines.append(f"| {README_VARIANTS[r['variant']]} | {s['p50_ms']} / {s['p99_ms']} | {c['p50_ms']} / "
+                     f"{c['p99_ms']} / {c['max_ms']} | {ratio} | {r['reload_seconds']} | {r['failed']} |")
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default="minilm", help="minilm, tiny, or a local HF folder (random head)")
@@ -150,15 +179,20 @@ def main(argv=None) -> int:
                                                                    "reload, to catch the new version's first requests")
     p.add_argument("--warmup", type=int, default=3, help="requests per client before timing")
     p.add_argument("--threads", type=int, default=2, help="TF intra- and inter-op threads")
+    p.add_argument("--optimize", default=OPTIMIZE_AUTO, choices=EXPORT_OPTIMIZATIONS,
+                   help="the export's --optimize (default: the export default)")
     p.add_argument("--out", default="bench/results/version_change.md")
+    p.add_argument("--readme", help="also replace this README's version-change block with the table")
     args = p.parse_args(argv)
     set_tf_threads(args.threads, args.threads)
     machine = benchlib.machine_info()
     with tempfile.TemporaryDirectory() as root:
         export_dir = build_export(args, root)
+        optimize = read_export_metadata(export_dir)["optimize"]
         variants = [run_variant(export_dir, root, variant, args) for variant in VARIANTS]
     report = {"command": "python bench/version_change.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "clients": args.clients, "machine": machine, "variants": variants}
+              "clients": args.clients, "machine": machine, "variants": variants,
+              "model": args.model_dir or args.checkpoint, "optimize": optimize}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     text = markdown(report)
     with open(args.out, "w", encoding="utf-8") as f:
@@ -166,6 +200,9 @@ def main(argv=None) -> int:
     with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     print(text)
+    if args.readme:
+        benchlib.replace_readme_block(args.readme, README_START, README_END, readme_lines(report))
+        print(f"{args.readme}: version-change table written")
     return 1 if any(v["failed"] for v in variants) else 0
 
 

@@ -17,6 +17,7 @@ size, epochs, learning-rate schedule and thread count; tfpipeline = 1.0.
     python bench/vs_pytorch.py --threads 1      # on a busy machine: torch's OpenMP pool stalls
                                                 # when another job holds one of its cores
     python bench/vs_pytorch.py --skip-training --optimize none compact compact+xla   # (b) only, untrained heads
+    python bench/vs_pytorch.py --readme README.md --from-json t1.json t2.json   # README engine table from runs
 
 The SavedModel rows come once per ``--optimize`` setting (default: all three;
 ``none`` is the 1.0 baseline). Without PyTorch installed, (a) and the
@@ -64,11 +65,72 @@ def parse_args(argv=None):
     p.add_argument("--skip-training", action="store_true",
                    help="inference only (part b) on the checkpoint with an untrained head; implied without torch")
     p.add_argument("--optimize", nargs="+", default=["none", "compact", "compact+xla"],
-                   choices=["none", "compact", "compact+xla"],
+                   choices=["none", "compact", "compact+xla", "compact+bf16"],
                    help="SavedModel export optimisations to time (none = the baseline, always included)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--out", default="bench/results/vs_pytorch.json")
+    p.add_argument("--readme", help="with --from-json: replace this README's serving-engines block")
+    p.add_argument("--from-json", nargs="+", help="result files of earlier runs (one per --threads) for --readme")
     return p.parse_args(argv)
+
+
+README_START, README_END = "<!-- serving-engines:start -->", "<!-- serving-engines:end -->"
+
+
+def engine_label(name: str, versions: dict) -> str:
+    """README row name of a raw-text engine of part (b)."""
+    from tf_engines import SAVED_MODEL
+
+    if name == f"{SAVED_MODEL} text":
+        return "SavedModel, `--optimize none` (the Keras graph)"
+    if name.startswith("SavedModel "):
+        optimize = name.split()[1]
+        return f"SavedModel, `{optimize}`" + (" (**the default**)" if optimize == "compact" else "")
+    for engine, package in (("PyTorch", "torch"), ("ONNX Runtime", "onnxruntime")):
+        if engine in name:
+            return f"{name.replace(' eager', '')} {(versions.get(package) or '').split('+')[0]}".strip()
+    return name
+
+
+def readme_engine_table(results: list) -> list:
+    """Markdown lines: raw-text batch-1 p50 and batch-32 throughput per engine, one column pair per run."""
+    from inference_compare import PREDICTOR
+
+    results = sorted(results, key=lambda r: r["threads"])
+    names = [n for n in results[0]["inference"]["text_batch1"] if n != PREDICTOR]
+    head = [f"batch 1 p50 ms, {r['threads']} thread{'s' if r['threads'] > 1 else ''}" for r in results] + \
+           [f"batch 32 ex/s, {r['threads']} thread{'s' if r['threads'] > 1 else ''}" for r in results]
+    lines = ["| engine | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for name in names:
+        cells = [f"{r['inference']['text_batch1'][name]['wall']['p50_ms']:.2f}" for r in results]
+        cells += [f"{32000.0 / r['inference']['text_batch32'][name]['wall']['p50_ms']:.1f}" for r in results]
+        lines.append(f"| {engine_label(name, results[0].get('versions', {}))} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_readme(readme: str, paths: list) -> int:
+    import datetime
+    import json
+    import textwrap
+
+    results = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            results.append(json.load(f))
+    config = results[0]["config"]
+    when = datetime.datetime.fromtimestamp(os.path.getmtime(paths[0])).strftime("%Y-%m-%d")
+    loads = ", ".join(f"{r['machine'].get('loadavg_1_5_15', ['?'])[0]:.1f}" for r in results)
+    header = (f"`python bench/vs_pytorch.py --skip-training --threads T --requests {config['requests']} --batches "
+              f"{config['batches']} --optimize {' '.join(config['optimize'])}` for T = "
+              f"{' and '.join(str(r['threads']) for r in sorted(results, key=lambda r: r['threads']))}, one after the "
+              f"other, {when} (1-minute load average at start: {loads}); MiniLM-L6 (random head), "
+              f"{config['dataset']} test sentences, max length {config['max_length']}; raw text in (each engine with "
+              f"its own tokenizer: tf-text in the graph, HF fast tokenizer for PyTorch / ONNX Runtime). Every row of "
+              f"a column comes from the same process, interleaved:")
+    benchlib.replace_readme_block(readme, README_START, README_END,
+                                  [textwrap.fill(header, 115), "", *readme_engine_table(results)])
+    print(f"{readme}: serving-engines table written from {', '.join(paths)}")
+    return 0
 
 
 def parity(tf_model, pt_model, encoder, tokenizer, texts, max_length: int) -> dict:
@@ -142,6 +204,10 @@ def training_ratios(summary: dict, accuracy: dict, epochs: int) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        if not args.readme:
+            raise SystemExit("--from-json needs --readme")
+        return write_readme(args.readme, args.from_json)
     threads = args.threads or benchlib.cpu_count()
     benchlib.configure_tf_threads(threads)
     try:

@@ -1,4 +1,5 @@
-"""``export --optimize compact|compact+xla``: the compact BERT graph gives the Keras model's outputs.
+"""``export --optimize compact|compact+xla|compact+bf16``: the compact BERT graph gives the Keras model's outputs
+(``compact+bf16``: within bfloat16 rounding).
 
 Parity is checked where it matters, through the exported signatures
 (``serving_default`` and ``predict_ids`` against the Keras model on the same
@@ -30,6 +31,7 @@ from tfpipeline.export.compact_encoder import CompactBertModel, inference_model
 from tfpipeline.models.task_model import build_task_model
 
 ATOL = 1e-4          # the brief's bound on |compact - Keras| logits; measured ~1e-7 (tiny), ~5e-6 (MiniLM NER)
+BF16_ATOL = 0.05     # bfloat16 keeps 8 mantissa bits: ~0.4% per matmul; measured ~1e-2 on logits of size ~1
 PAIRS = ["second segment " * (i + 1) for i in range(len(TEXTS))]
 
 
@@ -74,7 +76,7 @@ def bundles(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def compact_exports(bundles, tmp_path_factory):
-    """Each text task exported with --optimize compact (NER through the CLI), classification also +xla."""
+    """Each text task exported with --optimize compact (NER through the CLI), classification also +xla, +bf16."""
     from tfpipeline.cli import main
 
     base = str(tmp_path_factory.mktemp("compact_exports"))
@@ -84,6 +86,7 @@ def compact_exports(bundles, tmp_path_factory):
     assert main(["export", "--model-dir", ner_dir, "--base-dir", base, "--name", NER, "--optimize", "compact"]) == 0
     paths[NER] = os.path.join(base, NER, "1")
     paths["xla"] = bundles[CLASSIFICATION].export(base, "xla", optimize="compact+xla")
+    paths["bf16"] = bundles[CLASSIFICATION].export(base, "bf16", optimize="compact+bf16")
     return paths
 
 
@@ -117,10 +120,40 @@ def test_classification_signatures_match_keras(bundles, compact_exports, key):
     np.testing.assert_allclose(batch_one["scores"].numpy(), expected[:1], atol=ATOL)
 
 
+def test_bf16_export_stores_bfloat16_weights_and_stays_close(bundles, compact_exports):
+    """compact+bf16: the encoder's dense kernels are saved as bfloat16 (half the bytes), everything else float32;
+    scores move by bfloat16 rounding only, in eager and in a TF1 session as TF Serving runs it."""
+    path = compact_exports["bf16"]
+    assert read_export_metadata(path)["optimize"] == "compact+bf16"
+    reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    shapes, saved = reader.get_variable_to_shape_map(), {tf.bfloat16: 0, tf.float32: 0}
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+        if name.startswith("model_variables/"):
+            saved[dtype] += int(np.prod(shapes[name]))
+    model = bundles[CLASSIFICATION].model
+    encoder_dense = [dense for layer in model.backbone.bert.encoder.layer
+                     for dense in (layer.attention.self_attention.query, layer.attention.self_attention.key,
+                                   layer.attention.self_attention.value, layer.attention.dense_output.dense,
+                                   layer.intermediate.dense, layer.bert_output.dense)]
+    in_bf16 = sum(int(np.prod(w.shape)) for dense in encoder_dense for w in (dense.kernel, dense.bias))
+    assert saved[tf.bfloat16] == in_bf16 > 0
+    assert saved[tf.float32] == sum(int(np.prod(v.shape)) for v in model.variables) - in_bf16
+    _, logits = keras_logits(bundles[CLASSIFICATION], TEXTS)
+    expected = tf.nn.softmax(logits).numpy()
+    eager = tf.saved_model.load(path).signatures["serving_default"](text=tf.constant(TEXTS))["scores"].numpy()
+    np.testing.assert_allclose(eager, expected, atol=BF16_ATOL)
+    assert np.abs(eager - expected).max() > 1e-6, "bfloat16 matmuls should not give float32's exact scores"
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], path).signature_def["serving_default"]
+        graph = session.run(signature.outputs["scores"].name,
+                            {signature.inputs["text"].name: np.array([t.encode() for t in TEXTS], dtype=object)})
+    np.testing.assert_allclose(graph, eager, atol=1e-6)
+
+
 def test_compact_exports_keep_the_signatures_and_record_the_optimisation(compact_exports, exports, bundles):
     """Same signature names, dtypes and shapes as the Keras-graph export; each weight saved once."""
     for key, reference in ((CLASSIFICATION, exports["clf_export"]), ("xla", exports["clf_export"]),
-                           (NER, exports["ner_export"])):
+                           ("bf16", exports["clf_export"]), (NER, exports["ner_export"])):
         assert signature_table(compact_exports[key]) == signature_table(reference)
     regression, embedding = signature_table(compact_exports[REGRESSION]), signature_table(compact_exports[EMBEDDING])
     assert {"serving_default", "predict", "predict_pair", "predict_ids", "regress"} <= set(regression)
@@ -257,3 +290,6 @@ def test_minilm_classifier_real_weights(minilm_dir, minilm_encoder):
     expected = model(features, training=False).numpy()
     got = CompactBertModel.from_keras(model, CLASSIFICATION)(features).numpy()
     np.testing.assert_allclose(got, expected, atol=ATOL)
+    bf16 = CompactBertModel.from_keras(model, CLASSIFICATION, bf16=True)(features).numpy()
+    np.testing.assert_allclose(bf16, expected, atol=BF16_ATOL)
+    assert np.abs(bf16 - expected).max() > ATOL      # the bfloat16 path really ran

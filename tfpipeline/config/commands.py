@@ -12,9 +12,9 @@ from tfpipeline.errors import ConfigError
 SPLITS = ("train", "validation", "test")
 PREDICT_FORMATS = ("csv", "tsv", "jsonl", "conll", "txt")   # predict --input (tfpipeline.batch_predict)
 # export --optimize (tfpipeline.export.compact_encoder): compact where the model has a compact twin else none,
-# the Keras graph, the compact BERT graph, + XLA
-OPTIMIZE_AUTO, OPTIMIZE_NONE, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_XLA = EXPORT_OPTIMIZATIONS = (
-    "auto", "none", "compact", "compact+xla")
+# the Keras graph, the compact BERT graph, + XLA, + bfloat16 matmuls
+OPTIMIZE_AUTO, OPTIMIZE_NONE, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_XLA, OPTIMIZE_COMPACT_BF16 = EXPORT_OPTIMIZATIONS = (
+    "auto", "none", "compact", "compact+xla", "compact+bf16")
 
 
 @dataclass
@@ -99,8 +99,10 @@ class ExportConfig:
     warmup_file: Optional[str] = opt(None, "text file, one sample text per line, for the warmup requests")
     optimize: str = opt(OPTIMIZE_AUTO, "serving graph: compact (BERT text models: the same weights in a fused "
                         "encoder graph with a fraction of the ops; same logits), none (the Keras model as "
-                        "trained), auto (compact where the model has one, else none) or compact+xla (also "
-                        "XLA-compiles it: TF Serving needs --xla_cpu_compilation_enabled); see docs/serving.md",
+                        "trained), auto (compact where the model has one, else none), compact+xla (also "
+                        "XLA-compiles it: TF Serving needs --xla_cpu_compilation_enabled) or compact+bf16 "
+                        "(bfloat16 weights and matmuls: for CPUs with AVX512_BF16 or AMX; predictions can "
+                        "differ slightly); see docs/serving.md",
                         choices=EXPORT_OPTIMIZATIONS)
 
     def validate(self) -> "ExportConfig":

@@ -33,6 +33,16 @@ shapes rounded up to buckets: the sequence length to a multiple of
 positions are masked, and cut from the outputs). TF Serving runs such a
 function only when started with ``--xla_cpu_compilation_enabled``.
 
+``compact+bf16`` stores the encoder layers' dense weights in bfloat16 and
+runs those matmuls (with their bias and GELU) in bfloat16; embeddings, layer
+norms, attention scores, softmax, residual sums and the head stay float32.
+Why: most of a call's time is the dense matmuls, which at serving batch
+sizes are bound by reading the weights, and bfloat16 halves those bytes (and
+the export's size). It pays only where oneDNN has native bfloat16 kernels
+(AVX512_BF16 or AMX); elsewhere the same graph runs emulated and slower, so
+it is opt-in. Predictions can differ from float32 near a decision boundary:
+``bench/bf16_agreement.py`` measures how often on a trained model.
+
 Supported (the model kinds that serve text through a BERT encoder):
 ``TaskModel`` on ``TFBertForSequenceClassification`` (classification,
 regression: pooler + classifier) or ``TFBertForTokenClassification`` (NER:
@@ -54,8 +64,8 @@ import numpy as np
 import tensorflow as tf
 from transformers import TFBertForSequenceClassification, TFBertForTokenClassification, TFBertModel
 
-from tfpipeline.config.commands import (EXPORT_OPTIMIZATIONS, OPTIMIZE_AUTO, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_XLA,
-                                        OPTIMIZE_NONE)
+from tfpipeline.config.commands import (EXPORT_OPTIMIZATIONS, OPTIMIZE_AUTO, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_BF16,
+                                        OPTIMIZE_COMPACT_XLA, OPTIMIZE_NONE)
 from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, NER, REGRESSION
 from tfpipeline.errors import ExportError
 from tfpipeline.models.embedding_model import EmbeddingModel
@@ -89,7 +99,8 @@ def check_optimization(optimize: str) -> str:
 
 def inference_model(model, task: str, optimize: str = OPTIMIZE_NONE):
     """What a serving module calls as ``model(features, training=False)``: the Keras model itself for ``none``,
-    its ``CompactBertModel`` for ``compact`` / ``compact+xla`` (``ExportError`` if the model has none) and,
+    its ``CompactBertModel`` for ``compact`` / ``compact+xla`` / ``compact+bf16`` (``ExportError`` if the model
+    has none) and,
     for ``auto``, the compact one where the model has one (``applied_optimization`` says which)."""
     if check_optimization(optimize) == OPTIMIZE_NONE:
         return model
@@ -98,14 +109,17 @@ def inference_model(model, task: str, optimize: str = OPTIMIZE_NONE):
             return CompactBertModel.from_keras(model, task)
         except ExportError:   # images, other architectures, unmerged adapters: the Keras graph
             return model
-    return CompactBertModel.from_keras(model, task, xla=optimize == OPTIMIZE_COMPACT_XLA)
+    return CompactBertModel.from_keras(model, task, xla=optimize == OPTIMIZE_COMPACT_XLA,
+                                       bf16=optimize == OPTIMIZE_COMPACT_BF16)
 
 
 def applied_optimization(serving_model) -> str:
     """The optimisation an ``inference_model`` result carries (``auto`` resolved), as export metadata records it."""
     if not isinstance(serving_model, CompactBertModel):
         return OPTIMIZE_NONE
-    return OPTIMIZE_COMPACT_XLA if serving_model.xla else OPTIMIZE_COMPACT
+    if serving_model.xla:
+        return OPTIMIZE_COMPACT_XLA
+    return OPTIMIZE_COMPACT_BF16 if serving_model.bf16 else OPTIMIZE_COMPACT
 
 
 def unsupported(why: str) -> ExportError:
@@ -200,26 +214,32 @@ class LayerNorm(tf.Module):
 
 
 class Dense(tf.Module):
-    """``x @ kernel + bias`` on 2-D ``x`` (MatMul + BiasAdd: one fused op after Grappler)."""
+    """``activation(x @ kernel + bias)`` on 2-D ``x`` (MatMul + BiasAdd [+ GELU]: one fused op after Grappler),
+    computed and returned in ``dtype`` (``x`` is cast to it; a no-op when it already has it)."""
 
-    def __init__(self, kernel: np.ndarray, bias: np.ndarray, name: str):
+    def __init__(self, kernel: np.ndarray, bias: np.ndarray, name: str, dtype: tf.DType = tf.float32):
         super().__init__(name=name)
         self.units = int(kernel.shape[1])
-        self.kernel = tf.Variable(kernel, trainable=False, name="kernel")
-        self.bias = tf.Variable(bias, trainable=False, name="bias")
+        self.dtype = dtype
+        self.kernel = tf.Variable(tf.cast(kernel, dtype), trainable=False, name="kernel")
+        self.bias = tf.Variable(tf.cast(bias, dtype), trainable=False, name="bias")
 
     @classmethod
-    def from_keras(cls, dense, name: str) -> "Dense":
-        return cls(_kernel(dense), _bias(dense), name)
+    def from_keras(cls, dense, name: str, dtype: tf.DType = tf.float32) -> "Dense":
+        return cls(_kernel(dense), _bias(dense), name, dtype)
 
-    def __call__(self, x):
-        return tf.nn.bias_add(tf.matmul(x, self.kernel), self.bias)
+    def __call__(self, x, activation: Optional[Callable[[tf.Tensor], tf.Tensor]] = None):
+        y = tf.nn.bias_add(tf.matmul(tf.cast(x, self.dtype), self.kernel), self.bias)
+        return y if activation is None else activation(y)
 
 
 class EncoderLayer(tf.Module):
-    """One BERT layer: fused-QKV self-attention + FFN, each with residual and post layer norm."""
+    """One BERT layer: fused-QKV self-attention + FFN, each with residual and post layer norm.
 
-    def __init__(self, keras_layer, config, name: str):
+    ``matmul_dtype``: the dtype of its four dense layers (bfloat16 for ``compact+bf16``); everything between
+    them is float32."""
+
+    def __init__(self, keras_layer, config, name: str, matmul_dtype: tf.DType = tf.float32):
         super().__init__(name=name)
         attention = keras_layer.attention.self_attention
         self.heads = int(config.num_attention_heads)
@@ -227,22 +247,24 @@ class EncoderLayer(tf.Module):
         scale = 1.0 / math.sqrt(self.head_size)     # folded into the query projection
         kernels = [_kernel(attention.query) * scale, _kernel(attention.key), _kernel(attention.value)]
         biases = [_bias(attention.query) * scale, _bias(attention.key), _bias(attention.value)]
-        self.qkv = Dense(np.concatenate(kernels, axis=1), np.concatenate(biases), "qkv")
-        self.attention_output = Dense.from_keras(keras_layer.attention.dense_output.dense, "attention_output")
+        self.qkv = Dense(np.concatenate(kernels, axis=1), np.concatenate(biases), "qkv", matmul_dtype)
+        self.attention_output = Dense.from_keras(keras_layer.attention.dense_output.dense, "attention_output",
+                                                 matmul_dtype)
         self.attention_norm = LayerNorm(keras_layer.attention.dense_output.LayerNorm, "attention_norm")
-        self.intermediate = Dense.from_keras(keras_layer.intermediate.dense, "intermediate")
-        self.output_dense = Dense.from_keras(keras_layer.bert_output.dense, "output")
+        self.intermediate = Dense.from_keras(keras_layer.intermediate.dense, "intermediate", matmul_dtype)
+        self.output_dense = Dense.from_keras(keras_layer.bert_output.dense, "output", matmul_dtype)
         self.output_norm = LayerNorm(keras_layer.bert_output.LayerNorm, "output_norm")
         self.activation = ACTIVATIONS[config.hidden_act]
 
     def __call__(self, x, mask_bias, batch, length):
         """``x``: [B*T, H]; ``mask_bias``: [B, 1, 1, T] (0 or MASK_BIAS)."""
-        qkv = tf.reshape(self.qkv(x), [batch, length, 3, self.heads, self.head_size])
+        qkv = tf.reshape(tf.cast(self.qkv(x), tf.float32), [batch, length, 3, self.heads, self.head_size])
         query, key, value = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))          # each [B, heads, T, d]
         probs = tf.nn.softmax(tf.matmul(query, key, transpose_b=True) + mask_bias)
         context = tf.reshape(tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3]), [-1, self.heads * self.head_size])
-        x = self.attention_norm(x + self.attention_output(context))
-        return self.output_norm(x + self.output_dense(self.activation(self.intermediate(x))))
+        x = self.attention_norm(x + tf.cast(self.attention_output(context), tf.float32))
+        ffn = self.output_dense(self.intermediate(x, self.activation))     # stays in the matmul dtype between
+        return self.output_norm(x + tf.cast(ffn, tf.float32))
 
 
 class CompactBertModel(tf.Module):
@@ -251,7 +273,7 @@ class CompactBertModel(tf.Module):
     Build it with ``from_keras``; its ``variables`` are the only state a serving module saves.
     """
 
-    def __init__(self, plan: HeadPlan, *, xla: bool = False):
+    def __init__(self, plan: HeadPlan, *, xla: bool = False, bf16: bool = False):
         super().__init__(name="compact_bert")
         backbone = plan.backbone
         config = backbone.config
@@ -260,6 +282,9 @@ class CompactBertModel(tf.Module):
         embeddings = main.embeddings
         self.head = plan.kind
         self.xla = bool(xla)
+        self.bf16 = bool(bf16)
+        if self.xla and self.bf16:
+            raise ExportError("compact export: choose XLA or bfloat16, not both")
         self.hidden_size = int(config.hidden_size)
         self.max_positions = int(config.max_position_embeddings)
         self.word_embeddings = tf.Variable(_values(embeddings.weight), trainable=False, name="word_embeddings")
@@ -268,7 +293,8 @@ class CompactBertModel(tf.Module):
         self.token_type_embeddings = tf.Variable(_values(embeddings.token_type_embeddings), trainable=False,
                                                  name="token_type_embeddings")
         self.embedding_norm = LayerNorm(embeddings.LayerNorm, "embedding_norm")
-        self.layers: List[EncoderLayer] = [EncoderLayer(layer, config, f"layer_{i}")
+        matmul_dtype = tf.bfloat16 if self.bf16 else tf.float32
+        self.layers: List[EncoderLayer] = [EncoderLayer(layer, config, f"layer_{i}", matmul_dtype)
                                            for i, layer in enumerate(main.encoder.layer)]
         if plan.kind == SEQUENCE_HEAD:
             self.pooler = Dense.from_keras(main.pooler.dense, "pooler")
@@ -282,9 +308,9 @@ class CompactBertModel(tf.Module):
                                                 jit_compile=self.xla or None)
 
     @classmethod
-    def from_keras(cls, model, task: str, *, xla: bool = False) -> "CompactBertModel":
+    def from_keras(cls, model, task: str, *, xla: bool = False, bf16: bool = False) -> "CompactBertModel":
         """The compact twin of a trained Keras text model (``ExportError`` if it has none; see the module doc)."""
-        return cls(head_plan(model, task), xla=xla)
+        return cls(head_plan(model, task), xla=xla, bf16=bf16)
 
     def __call__(self, features, training: bool = False):
         if training:

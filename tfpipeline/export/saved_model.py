@@ -52,7 +52,8 @@ def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: Label
     any) is recorded in the export metadata. ``index``: documents an ``embedding``
     model's ``search`` signature ranks (a new document set = a new version). ``optimize``: the
     serving graph, ``auto`` (compact where the model has one, else none), ``none`` (the Keras model),
-    ``compact`` or ``compact+xla`` (``export.compact_encoder``: same logits, fewer ops; ``ExportError``
+    ``compact``, ``compact+xla`` or ``compact+bf16`` (``export.compact_encoder``: same logits -- within
+    bfloat16 rounding for ``compact+bf16`` -- fewer ops; ``ExportError``
     before anything is written if the model has no compact graph).
     """
     if not model_name or "/" in model_name or os.sep in model_name or model_name.startswith("."):
