@@ -1,7 +1,8 @@
 """Request batching benchmark: concurrent batch-1 gRPC clients against the embedded server, batching off and on.
 
-Everything runs in one process on loopback, so the ratios compare numbers from the same run (same model,
-same machine load); absolute numbers are not comparable with other machines. It measures:
+The server runs in this process, the clients in a second one, on loopback; the ratios compare numbers from
+the same run (same model, same machine load); absolute numbers are not comparable with other machines. It
+measures:
 
 1. direct: the export's ``serving_default`` called in-process (``tf.saved_model.load``) on batches of 32
    short texts, the throughput batching aims for. It runs for half of ``--seconds`` before the server
@@ -9,13 +10,15 @@ same machine load); absolute numbers are not comparable with other machines. It 
 2. the embedded ``ModelServer`` over gRPC: N concurrent clients (``--clients``), each in its own thread
    with its own ``GrpcClient``, sending one text per request for ``--seconds`` after ``--warmup``
    requests, once with batching off and once with ``--batching-file`` (TF Serving's BatchingParameters
-   text proto; the rows per model call come from ``server.batching.stats()``).
+   text proto; the rows per model call come from ``server.batching.stats()``). The clients run in a
+   process of their own, as remote clients would: in the server's process their Python work held the
+   server's GIL too.
 
 It prints a Markdown table (examples/s, p50/p99 latency, errors, rows per model call, throughput vs the
 direct batch-32 throughput) and checks the two targets of issue #13: 16 concurrent batch-1 clients with
 batching reach >= 80% of the direct batch-32 throughput, and the batching p99 stays within
 batch_timeout + one batch (one batch = the direct batch-32 p50 latency). The clients' Python/gRPC work
-shares the cores (and the GIL) with the server, so on a small machine the server rows pay for it too.
+shares the cores with the server, so on a small machine the server rows pay for it too.
 
     python bench/serving_batching.py                                   # MiniLM-L6, random head, ~4-5 min
     python bench/serving_batching.py --seconds 5 --checkpoint tiny     # smoke run (~1 min)
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -108,8 +112,11 @@ def batch_counters(server: ModelServer) -> dict:
     return {key: sum(s[key] for s in stats) for key in ("calls", "requests", "rows")}
 
 
-def run_clients(server: ModelServer, texts: list, clients: int, seconds: float, warmup: int) -> dict:
-    """``clients`` threads, each with its own GrpcClient, sending one-text requests for ``seconds``."""
+def client_process(target: str, texts: list, clients: int, seconds: float, warmup: int, conn) -> None:
+    """The clients, in a process of their own (as remote clients would be: they do not hold the server's GIL):
+    ``clients`` threads, each with its own GrpcClient, sending one-text requests for ``seconds`` after
+    ``warmup`` untimed ones. Protocol on ``conn``: sends "ready" once all are warmed up, waits for "go", sends
+    the results dict."""
     gate = threading.Barrier(clients + 1)
     latencies = [[] for _ in range(clients)]
     errors = Counter()
@@ -128,17 +135,17 @@ def run_clients(server: ModelServer, texts: list, clients: int, seconds: float, 
                 latencies[index].append(time.perf_counter() - t0)
 
     def client_thread(index: int) -> None:
-        client = GrpcClient(server.grpc_target, MODEL_NAME)
+        client = GrpcClient(target, MODEL_NAME)
         try:
             for k in range(warmup):
                 call(client, index, k, timed=False)
-            gate.wait()        # everyone warmed up: the main thread reads the batching counters
+            gate.wait()        # everyone warmed up
             gate.wait()        # go
             end, k = time.perf_counter() + seconds, warmup
             while time.perf_counter() < end:
                 call(client, index, k, timed=True)
                 k += 1
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
             crashed.append(f"client {index}: {type(e).__name__}: {e}")
             gate.abort()
         finally:
@@ -149,22 +156,48 @@ def run_clients(server: ModelServer, texts: list, clients: int, seconds: float, 
         thread.start()
     try:
         gate.wait(timeout=600)
-        before = batch_counters(server)
+        conn.send("ready")
+        conn.recv()
         t0 = time.perf_counter()
         gate.wait(timeout=60)
     except threading.BrokenBarrierError:
         gate.abort()
+        t0 = time.perf_counter()
     for thread in threads:
         thread.join()
-    if crashed:
-        raise RuntimeError("a client thread failed: " + "; ".join(crashed))
-    wall = time.perf_counter() - t0
+    conn.send({"latencies": [s for per_client in latencies for s in per_client], "errors": dict(errors),
+               "crashed": crashed, "wall_s": time.perf_counter() - t0})
+
+
+def run_clients(server: ModelServer, texts: list, clients: int, seconds: float, warmup: int) -> dict:
+    """``client_process`` in a child process against ``server``; the batching counters are read around the
+    timed part."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=client_process, args=(server.grpc_target, texts, clients, seconds, warmup,
+                                                           theirs), daemon=True)
+    process.start()
+    try:
+        if not ours.poll(600):
+            raise RuntimeError(f"the client process did not get ready ({clients} clients)")
+        ours.recv()
+        before = batch_counters(server)
+        ours.send("go")
+        if not ours.poll(seconds + 120):
+            raise RuntimeError(f"the client process did not finish ({clients} clients)")
+        result = ours.recv()
+    finally:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+    if result["crashed"]:
+        raise RuntimeError("a client thread failed: " + "; ".join(result["crashed"]))
     after = batch_counters(server)
-    done = [s for per_client in latencies for s in per_client]
+    done, wall = result["latencies"], result["wall_s"]
     calls, rows = after["calls"] - before["calls"], after["rows"] - before["rows"]
     return {"clients": clients, "batching": server.batching is not None, "requests": len(done), "wall_s": wall,
-            "examples_per_s": len(done) / wall, **latency_summary(done), "errors": sum(errors.values()),
-            "error_codes": dict(errors), "model_calls": calls if server.batching is not None else None,
+            "examples_per_s": len(done) / wall, **latency_summary(done), "errors": sum(result["errors"].values()),
+            "error_codes": result["errors"], "model_calls": calls if server.batching is not None else None,
             "rows_per_call": rows / calls if calls else None}
 
 
@@ -266,7 +299,8 @@ def readme_lines(report: dict, params) -> list:
     direct, targets = report["direct"], report["targets"]
     by = {(r["clients"], r["batching"]): r for r in report["runs"]}
     load = report["machine"].get("loadavg_1_5_15", [float("nan")])[0]
-    header = (f"`{report['command']}` (one process, loopback; {report['model']} export `--optimize "
+    header = (f"`{report['command']}` (loopback, the clients in a second process; {report['model']} export "
+              f"`--optimize "
               f"{report['optimize']}`, max length {report['max_length']}, {report['threads'] or 'default'} TF threads; "
               f"batching: {params.describe()}, from `{report['batching_file']}`"
               + (" with num_batch_threads = the cores" if report["batch_threads_override"] else "")
@@ -312,7 +346,8 @@ def markdown(report: dict, params) -> str:
     load = machine.get("loadavg_1_5_15")
     lines = [f"# Serving request batching ({report['model']}, max length {report['max_length']}, "
              f"{report['threads'] or 'default'} TF threads)", "",
-             f"`{report['command']}` - one process, loopback, {report['seconds_per_setting']:g} s per setting; "
+             f"`{report['command']}` - loopback, the clients in a second process, "
+             f"{report['seconds_per_setting']:g} s per setting; "
              f"{machine['cpus']} CPUs, TensorFlow {machine['tensorflow']}"
              + (f", load average {load[0]:.1f} at start" if load else "") + ".",
              f"Batching (`{report['batching_file']}`"
