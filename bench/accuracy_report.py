@@ -18,6 +18,13 @@ all chosen by the checkpoint recipe and the data) and compares each score and
 training time with the tuned recipe's row of the README (TUNED below);
 ``--readme`` rewrites the table between the README's ``defaults-table`` markers.
 
+``--seeds 13 14 15`` trains every dataset once per seed (the seed also draws the
+validation/test split of datasets without a fixed one) and the defaults table
+shows each dataset's mean with its range. ``--tuned-json OUT.json`` (the JSON of a
+``--recipe tuned`` run, e.g. with the same seeds on the same day) replaces the
+README's older tuned scores and minutes in that table, so scores and time ratios
+come from the same session.
+
 With --limit-train the table also extrapolates the full run's duration from
 the measured per-example time of the last epoch of each dataset.
 """
@@ -59,7 +66,6 @@ TUNED = {"rotten_tomatoes": (85.4, 6.1, 84.5), "tweet_sentiment": (80.0, 37.0, 7
          "atis_intent": (98.1, 6.2, 97.0), "atis_slots": (92.0, 3.6, 91.0), "wnut16": (53.9, 6.5, 52.0),
          "bbc_topics": (96.2, 5.0, 95.0), "trec_questions": (93.7, 5.2, 93.0), "drug_reviews": (69.3, 2.8, None)}
 LOADED_TUNED_RUNS = {"tweet_sentiment", "bbc_topics"}
-README_START, README_END = "<!-- defaults-table:start -->", "<!-- defaults-table:end -->"
 # Approximate published numbers for comparable models (percent). Not the same splits: see each note.
 REFERENCES = {
     "rotten_tomatoes": ("~86-88 (BERT-base, MR sentence polarity); ~91-92 (6-layer MiniLM, SST-2 dev)",
@@ -97,7 +103,7 @@ def epoch_timer():
     return EpochTimer()
 
 
-def run_dataset(name: str, task: str, args, runs_dir: str) -> dict:
+def run_dataset(name: str, task: str, args, runs_dir: str, seed: int) -> dict:
     from tfpipeline.data.catalog import load_dataset
     from tfpipeline.training.trainer import train
 
@@ -112,14 +118,14 @@ def run_dataset(name: str, task: str, args, runs_dir: str) -> dict:
     timer = epoch_timer()
     started = time.perf_counter()
     result = train(dataset=name, model=args.model, limit_train=args.limit_train, limit_eval=args.limit_eval,
-                   output_dir=os.path.join(runs_dir, name), overwrite=True, verbose=args.verbose,
-                   seed=args.seed, callbacks=[timer], **recipe)
+                   output_dir=os.path.join(runs_dir, f"{name}_seed{seed}"), overwrite=True, verbose=args.verbose,
+                   seed=seed, callbacks=[timer], **recipe)
     report = result.report
     recipe = {key: report["recipe"][key]["value"] for key in ("max_length", "learning_rate", "epochs",
                                                                "batch_size", "warmup_ratio")}
     full_train = load_dataset(name).train
     metric = "accuracy" if task == "classification" else "f1"
-    row = {"dataset": name, "task": task, "metric": "accuracy" if metric == "accuracy" else "entity F1",
+    row = {"dataset": name, "seed": seed, "task": task, "metric": "accuracy" if metric == "accuracy" else "entity F1",
            "score": 100.0 * report[metric], "macro_f1": 100.0 * report.get("macro_f1", report.get("f1", 0.0)),
            "split": report["split"], "eval_examples": report.get("examples", report.get("sentences")),
            "train_examples": len(full_train[:args.limit_train]), "recipe": recipe,
@@ -156,7 +162,8 @@ def write_markdown(path: str, rows: list, args, machine: dict) -> None:
         ran = len(r.get("epoch_seconds") or [])
         if ran and ran < r["recipe"]["epochs"]:
             recipe += f" (early stop after {ran})"
-        cells = [r["dataset"], r["task"], f"{r['metric']} ({r['split']})", f"{r['score']:.1f}", ref,
+        name = r["dataset"] + (f" (seed {r['seed']})" if len({x.get("seed") for x in rows}) > 1 else "")
+        cells = [name, r["task"], f"{r['metric']} ({r['split']})", f"{r['score']:.1f}", ref,
                  str(r["train_examples"]), recipe, f"{r['seconds'] / 60:.1f}"]
         if est:
             cells.append(str(r.get("estimated_full_minutes", "")))
@@ -174,24 +181,57 @@ def write_markdown(path: str, rows: list, args, machine: dict) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def defaults_table(rows: list) -> list:
-    """Markdown lines: each dataset with no recipe options vs the README's tuned recipe."""
+def by_dataset(rows: list) -> dict:
+    """{dataset: [rows of its seeds, in order]} (rows without errors)."""
+    grouped = {}
+    for r in rows:
+        if "error" not in r:
+            grouped.setdefault(r["dataset"], []).append(r)
+    return grouped
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def score_cell(rows: list) -> str:
+    """One seed: the score; several: the mean and the range."""
+    scores = [r["score"] for r in rows]
+    if len(scores) == 1:
+        return f"{scores[0]:.1f}"
+    return f"{mean(scores):.1f} ({min(scores):.1f}-{max(scores):.1f}, {len(scores)} seeds)"
+
+
+def defaults_table(rows: list, tuned_rows: list = ()) -> list:
+    """Markdown lines: each dataset with no recipe options vs the tuned recipe: the rows of ``tuned_rows`` (a
+    ``--recipe tuned`` run) where it has the dataset, else the README's older tuned numbers (TUNED)."""
+    tuned_runs = by_dataset(tuned_rows)
     lines = ["| dataset | metric (test) | no recipe flags | tuned recipe | floor | chosen: lr, max length, epochs "
              "kept / run / cap | minutes | vs tuned time |", "|---|---|---:|---:|---:|---|---:|---:|"]
+    for name, runs in by_dataset(rows).items():
+        tuned, tuned_min, floor = TUNED.get(name, (None, None, None))
+        loaded = name in LOADED_TUNED_RUNS
+        if name in tuned_runs:
+            tuned, loaded = score_cell(tuned_runs[name]), False
+            tuned_min = mean(r["seconds"] for r in tuned_runs[name]) / 60
+        score = mean(r["score"] for r in runs)
+        minutes = mean(r["seconds"] for r in runs) / 60
+        ratio = f"{minutes / tuned_min:.2f}x" + ("*" if loaded else "") if tuned_min else "-"
+        mark = "" if floor is None else (" ✓" if score >= floor else " ✗")
+        chosen = []
+        for r in runs:
+            e, rec = r["epochs"], r["recipe"]
+            rate = f"{rec['learning_rate']:.0e}".replace("e-0", "e-")
+            chosen.append(f"{rate}, {rec['max_length']}, {e['kept']} / {e['run']} / {e['cap']}")
+        chosen_cell = chosen[0] if len(set(c.split(", ", 2)[2] for c in chosen)) == 1 else \
+            chosen[0].rsplit(", ", 1)[0] + ", " + "; ".join(c.rsplit(", ", 1)[1] for c in chosen)
+        lines.append(f"| `{name}` | {runs[0]['metric']} | **{score_cell(runs)}**{mark} | {tuned if tuned else '-'} | "
+                     f"{floor if floor else '-'} | {chosen_cell} | {minutes:.1f} | {ratio} |")
     for r in rows:
-        tuned, tuned_min, floor = TUNED.get(r["dataset"], (None, None, None))
         if "error" in r:
+            tuned, _, floor = TUNED.get(r["dataset"], (None, None, None))
             lines.append(f"| `{r['dataset']}` | - | error: {r['error']} | {tuned or '-'} | {floor or '-'} | | | |")
-            continue
-        e, rec = r["epochs"], r["recipe"]
-        minutes = r["seconds"] / 60
-        ratio = f"{minutes / tuned_min:.2f}x" + ("*" if r["dataset"] in LOADED_TUNED_RUNS else "") if tuned_min \
-            else "-"
-        mark = "" if floor is None else (" ✓" if r["score"] >= floor else " ✗")
-        rate = f"{rec['learning_rate']:.0e}".replace("e-0", "e-")
-        lines.append(f"| `{r['dataset']}` | {r['metric']} | **{r['score']:.1f}**{mark} | {tuned if tuned else '-'} | "
-                     f"{floor if floor else '-'} | {rate}, {rec['max_length']}, {e['kept']} / {e['run']} / "
-                     f"{e['cap']} | {minutes:.1f} | {ratio} |")
     return lines
 
 
@@ -200,11 +240,21 @@ def write_defaults_outputs(args, table: list, machine: dict, day: str) -> None:
     commands = sorted({r["command"].strip() for r in table if r.get("command")})
     header = (f"Measured {day} by `{'`; `'.join(commands)}` ({machine.get('cpus')} CPU cores; 1-minute load "
               f"average {float(machine.get('loadavg_1_5_15', [0])[0]):.1f} at the start).")
-    lines = defaults_table(table)
+    lines = defaults_table(table, tuned_rows(args))
     with open(os.path.splitext(args.out)[0] + "_defaults_table.md", "w", encoding="utf-8") as f:
         f.write("\n".join([header, ""] + lines) + "\n")
     if args.readme:
-        benchlib.replace_readme_block(args.readme, README_START, README_END, [header, ""] + lines)
+        block = getattr(args, "readme_block", None) or "defaults-table"
+        benchlib.replace_readme_block(args.readme, f"<!-- {block}:start -->", f"<!-- {block}:end -->",
+                                      [header, ""] + lines)
+
+
+def tuned_rows(args) -> list:
+    """The rows of ``--tuned-json`` (empty without it)."""
+    if not getattr(args, "tuned_json", None):
+        return []
+    with open(args.tuned_json, encoding="utf-8") as f:
+        return json.load(f)["rows"]
 
 
 def render_only(args, json_path: str) -> int:
@@ -213,16 +263,17 @@ def render_only(args, json_path: str) -> int:
         saved = json.load(f)
     day = datetime.date.fromtimestamp(os.path.getmtime(json_path)).isoformat()
     write_defaults_outputs(args, saved["rows"], saved["machine"], day)
-    print("\n".join(defaults_table(saved["rows"])))
+    print("\n".join(defaults_table(saved["rows"], tuned_rows(args))))
     return 0
 
 
 def previous_rows(path: str, rerun: set) -> list:
-    """Rows of an earlier run's JSON for datasets this run does not redo (``--merge``)."""
+    """Rows of an earlier run's JSON for the (dataset, seed) pairs this run does not redo (``--merge``)."""
     if not os.path.isfile(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [dict(r, merged=True) for r in json.load(f).get("rows", []) if r.get("dataset") not in rerun]
+        return [dict(r, merged=True) for r in json.load(f).get("rows", [])
+                if (r.get("dataset"), r.get("seed", 13)) not in rerun]
 
 
 def main(argv=None) -> int:
@@ -235,9 +286,14 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", choices=("tuned", "defaults"), default="tuned",
                    help="tuned: the per-dataset recipe below; defaults: no recipe options (checkpoint recipe + data)")
     p.add_argument("--readme", help="with --recipe defaults: write the comparison table into this README")
+    p.add_argument("--readme-block", default="defaults-table",
+                   help="the README block (between <!-- NAME:start --> and <!-- NAME:end -->) to replace")
     p.add_argument("--batch-size", type=int, default=32, help="tuned recipe only")
     p.add_argument("--model", default="minilm")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--seeds", type=int, nargs="+", help="train each dataset once per seed (default: --seed)")
+    p.add_argument("--tuned-json", help="with --recipe defaults: the JSON of a --recipe tuned run to compare "
+                                        "with, instead of the README's older tuned numbers")
     p.add_argument("--runs-dir", help="keep the trained model folders here (default: a temp folder, deleted)")
     p.add_argument("--verbose", type=int, default=0)
     p.add_argument("--out", default="bench/results/accuracy.md")
@@ -257,24 +313,27 @@ def main(argv=None) -> int:
         infos = [by_name[name] for name in args.datasets if name in by_name]
     machine = benchlib.machine_info()
     json_path = os.path.splitext(args.out)[0] + ".json"
-    kept = previous_rows(json_path, {i.name for i in infos}) if args.merge else []
+    seeds = args.seeds or [args.seed]
+    kept = previous_rows(json_path, {(i.name, seed) for i in infos for seed in seeds}) if args.merge else []
     order = [i.name for i in list_datasets()]
     rows = []
     with tempfile.TemporaryDirectory(prefix="accuracy_report_") as tmp:
-        for info in infos:
+        for info, seed in [(info, seed) for info in infos for seed in seeds]:
             if not is_available(info.name):
                 rows.append({"dataset": info.name, "task": info.task, "error": f"package {info.package} not installed"})
                 continue
-            print(f"[accuracy] {info.name} ...", flush=True)
+            print(f"[accuracy] {info.name} (seed {seed}) ...", flush=True)
             try:
-                row = run_dataset(info.name, info.task, args, args.runs_dir or tmp)
+                row = run_dataset(info.name, info.task, args, args.runs_dir or tmp, seed)
             except Exception as e:  # one broken dataset should not lose the others' rows
-                row = {"dataset": info.name, "task": info.task, "error": f"{type(e).__name__}: {e}"[:200]}
+                row = {"dataset": info.name, "seed": seed, "task": info.task,
+                       "error": f"{type(e).__name__}: {e}"[:200]}
             row["command"] = "python bench/accuracy_report.py " + " ".join(sys.argv[1:])
             rows.append(row)
-            print(f"[accuracy] {info.name}: {row.get('metric', 'error')} {row.get('score', row.get('error'))}",
-                  flush=True)
-            table = sorted(kept + rows, key=lambda r: order.index(r["dataset"]) if r["dataset"] in order else 99)
+            print(f"[accuracy] {info.name} (seed {seed}): {row.get('metric', 'error')} "
+                  f"{row.get('score', row.get('error'))}", flush=True)
+            table = sorted(kept + rows, key=lambda r: (order.index(r["dataset"]) if r["dataset"] in order else 99,
+                                                       r.get("seed", 13)))
             write_markdown(args.out, table, args, machine)       # partial results survive an interrupted run
             benchlib.write_json(json_path, {"benchmark": "accuracy_report", "config": vars(args),
                                             "machine": machine, "rows": table})

@@ -36,11 +36,12 @@ function only when started with ``--xla_cpu_compilation_enabled``.
 ``compact+bf16`` stores the encoder layers' dense weights in bfloat16 and
 runs those matmuls (with their bias and GELU) in bfloat16; embeddings, layer
 norms, attention scores, softmax, residual sums and the head stay float32.
-Why: most of a call's time is the dense matmuls, which at serving batch
-sizes are bound by reading the weights, and bfloat16 halves those bytes (and
-the export's size). It pays only where oneDNN has native bfloat16 kernels
-(AVX512_BF16 or AMX); elsewhere the same graph runs emulated and slower, so
-it is opt-in. Predictions can differ from float32 near a decision boundary:
+Why: most of a call's time is the dense matmuls; bfloat16 halves the weight
+bytes they read (and the export's size) and, with native bfloat16
+instructions, doubles the arithmetic per instruction (``bench/matmul_kernels.py``:
+the same 24 matmuls 1.5-1.9x faster). It pays only where oneDNN has native
+bfloat16 kernels (AVX512_BF16 or AMX); elsewhere the same graph runs emulated
+and slower, so it is opt-in. Predictions can differ from float32 near a decision boundary:
 ``bench/bf16_agreement.py`` measures how often on a trained model.
 
 Supported (the model kinds that serve text through a BERT encoder):
@@ -100,8 +101,7 @@ def check_optimization(optimize: str) -> str:
 def inference_model(model, task: str, optimize: str = OPTIMIZE_NONE):
     """What a serving module calls as ``model(features, training=False)``: the Keras model itself for ``none``,
     its ``CompactBertModel`` for ``compact`` / ``compact+xla`` / ``compact+bf16`` (``ExportError`` if the model
-    has none) and,
-    for ``auto``, the compact one where the model has one (``applied_optimization`` says which)."""
+    has none) and, for ``auto``, the compact one where the model has one (``applied_optimization`` says which)."""
     if check_optimization(optimize) == OPTIMIZE_NONE:
         return model
     if optimize == OPTIMIZE_AUTO:
