@@ -1,4 +1,5 @@
-"""The README's Python example runs as written (on a small slice of its dataset)."""
+"""The README runs as written: its Python example (on a small slice of its dataset), its CLI commands parse, and
+the blocks the bench scripts rewrite are in place."""
 import os
 import re
 import shlex
@@ -54,3 +55,26 @@ def test_readme_cli_commands_parse(monkeypatch):
         except SystemExit:
             pytest.fail(f"README command does not parse: {' '.join(argv)}")
         build_config(args.command, args)
+
+
+def test_blocks_written_by_bench_scripts_are_in_place():
+    """Every README / docs block a bench script rewrites (``--readme``, ``--docs``) exists exactly once, its start
+    before its end, so a re-run replaces the table instead of failing (or leaving the old one) after an edit."""
+    names = set()
+    for name in sorted(os.listdir(os.path.join(ROOT, "bench"))):
+        if name.endswith(".py"):
+            with open(os.path.join(ROOT, "bench", name), encoding="utf-8") as f:
+                source = f.read()
+            names |= set(re.findall(r"<!-- ([a-z0-9-]+):start -->", source))
+            names |= set(re.findall(r'"--readme-block", default="([a-z0-9-]+)"', source))
+    assert {"serving-engines", "serving-batching", "version-change", "defaults-table", "matmul-kernels"} <= names
+    texts = {}
+    for doc in ("README.md", os.path.join("docs", "benchmarks.md")):
+        with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
+            texts[doc] = f.read()
+    for name in names:
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        homes = [doc for doc, text in texts.items() if start in text]
+        assert len(homes) == 1, f"{start} in {homes or 'neither README.md nor docs/benchmarks.md'}"
+        text = texts[homes[0]]
+        assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end), name
