@@ -13,7 +13,8 @@ The fine-tuned models of part (a) are used: the Keras model exported with
 tfpipeline's exporter, the PyTorch model as is and exported to ONNX. The
 SavedModel is exported once per ``--optimize`` setting (``none`` = the Keras
 graph, the baseline; ``compact``; ``compact+xla``; ``compact+bf16``: see
-tfpipeline/export/compact_encoder.py), each a row of its own. Without PyTorch
+tfpipeline/export/compact_encoder.py; ``compact+tflite``: its model.tflite, see
+tfpipeline/export/tflite_text.py), each a row of its own. Without PyTorch
 (``pt_model`` None) only the TensorFlow engines run.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def compare_inference(args, *, tf_model, encoder, labels, task, predictor, pt_mo
     optimizations = ["none"] + [o for o in getattr(args, "optimize", ["none"]) if o != "none"]
     paths = {o: tf_engines.export_saved_model(tf_model, encoder, labels, task, os.path.join(tmp, "export"), o)
              for o in optimizations}
-    saved_models = {o: tf_engines.load_signatures(path) for o, path in paths.items()}
+    saved_models = {o: tf_engines.load_signatures(path, threads) for o, path in paths.items()}
     session = None
     if pt_model is not None:
         if not args.skip_onnx:

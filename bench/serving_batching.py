@@ -23,6 +23,7 @@ shares the cores with the server, so on a small machine the server rows pay for 
     python bench/serving_batching.py                                   # MiniLM-L6, random head, ~4-5 min
     python bench/serving_batching.py --seconds 5 --checkpoint tiny     # smoke run (~1 min)
     python bench/serving_batching.py --model-dir runs/rotten_tomatoes --clients 1 8 16 32
+    python bench/serving_batching.py --optimize compact+tflite --prefer-tflite-model   # model.tflite, both sides
 
 Writes bench/results/serving_batching.md and serving_batching.json (with a ``ratios`` list), and with
 ``--readme README.md`` the README's serving-batching table; exits 1 if any request failed.
@@ -51,6 +52,7 @@ import tensorflow as tf  # noqa: E402
 
 from serving import GrpcClient, Limits, ModelServer  # noqa: E402
 from serving.batching import load_batching_parameters  # noqa: E402
+from serving.tflite_pool import interpreter_threads, tflite_signatures  # noqa: E402
 from serving_latency import sample_texts  # noqa: E402  (the same short texts: 6-40 common words)
 from tfpipeline.bundle import ModelBundle  # noqa: E402
 from tfpipeline.config.commands import EXPORT_OPTIMIZATIONS, OPTIMIZE_AUTO  # noqa: E402
@@ -60,7 +62,9 @@ from tfpipeline.data.tokenization import TextEncoder  # noqa: E402
 from tfpipeline.models.checkpoint import resolve_checkpoint  # noqa: E402
 from tfpipeline.models.task_model import build_task_model, save_random_checkpoint  # noqa: E402
 
-README_START, README_END = "<!-- serving-batching:start -->", "<!-- serving-batching:end -->"
+# README blocks: "<!-- serving-batching:start -->" (the default export) and
+# "<!-- serving-batching-tflite:start -->" (a compact+tflite export with --prefer-tflite-model), each with its :end
+README_BLOCKS = ("serving-batching", "serving-batching-tflite")
 MODEL_NAME = "bench"
 DIRECT_BATCH = 32
 BASELINE = f"direct batch {DIRECT_BATCH}"
@@ -218,9 +222,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--texts", type=int, default=512, help="distinct texts cycled through")
     parser.add_argument("--optimize", default=OPTIMIZE_AUTO, choices=EXPORT_OPTIMIZATIONS,
                         help="the export's --optimize (default: the export default)")
+    parser.add_argument("--prefer-tflite-model", action="store_true",
+                        help="serve (and call directly) the export's model.tflite: needs --optimize compact+tflite")
+    parser.add_argument("--tflite-interpreters", type=int, default=1,
+                        help="with --prefer-tflite-model: the server's interpreters per version (and the direct "
+                             "calls' threads: the cores shared out the same way)")
     parser.add_argument("--out", default="bench/results/serving_batching.md")
     parser.add_argument("--readme", help="also replace this README's serving-batching block with the table")
+    parser.add_argument("--readme-block", default=README_BLOCKS[0], choices=README_BLOCKS,
+                        help="the README block to replace (serving-batching-tflite: the --prefer-tflite-model run)")
     args = parser.parse_args(argv)
+    if args.prefer_tflite_model and args.optimize != "compact+tflite":
+        parser.error("--prefer-tflite-model needs --optimize compact+tflite (an export with a model.tflite)")
     if args.threads:
         benchlib.configure_tf_threads(args.threads)
     params = load_batching_parameters(args.batching_file)
@@ -236,12 +249,14 @@ def main(argv=None) -> dict:
         export_seconds = time.perf_counter() - t0
         optimize = read_export_metadata(export_path)["optimize"]
         loaded = tf.saved_model.load(export_path)
-        signature = loaded.signatures["serving_default"]
+        signature = (tflite_signatures(export_path, 1, interpreter_threads(args.tflite_interpreters))
+                     if args.prefer_tflite_model else loaded.signatures)["serving_default"]
         direct_before = time_direct(signature, texts, args.seconds / 2, args.warmup)
         limits = Limits(max_batch_size=params.max_batch_size)      # same limits in both configurations
         for batching in (None, params):
             with ModelServer(os.path.join(root, "exports"), grpc_port=0, rest_port=None, poll_seconds=0,
-                             limits=limits, batching=batching) as server:
+                             limits=limits, batching=batching, prefer_tflite_model=args.prefer_tflite_model,
+                             tflite_interpreters=args.tflite_interpreters) as server:
                 for clients in args.clients:
                     run = run_clients(server, texts, clients, args.seconds, args.warmup)
                     run["grpc_workers"] = server.workers
@@ -264,7 +279,8 @@ def main(argv=None) -> dict:
     label = args.model_dir or args.checkpoint
     command = " ".join(["python", "bench/serving_batching.py"] + list(sys.argv[1:] if argv is None else argv))
     report = {"benchmark": "serving_batching", "command": command, "model": label, "max_length": args.max_length,
-              "optimize": optimize,
+              "optimize": optimize, "prefer_tflite_model": args.prefer_tflite_model,
+              "tflite_interpreters": args.tflite_interpreters if args.prefer_tflite_model else None,
               "threads": args.threads or None, "seconds_per_setting": args.seconds,
               "build_export_seconds": export_seconds, "batching_file": args.batching_file,
               "batch_threads_override": args.batch_threads or None,
@@ -286,8 +302,9 @@ def main(argv=None) -> dict:
     json_path = benchlib.write_json(os.path.splitext(args.out)[0] + ".json", report)
     print(f"written to {args.out} and {json_path}")
     if args.readme:
-        benchlib.replace_readme_block(args.readme, README_START, README_END, readme_lines(report, params))
-        print(f"{args.readme}: serving-batching table written")
+        benchlib.replace_readme_block(args.readme, f"<!-- {args.readme_block}:start -->",
+                                      f"<!-- {args.readme_block}:end -->", readme_lines(report, params))
+        print(f"{args.readme}: {args.readme_block} table written")
     return report
 
 
@@ -301,12 +318,15 @@ def readme_lines(report: dict, params) -> list:
     load = report["machine"].get("loadavg_1_5_15", [float("nan")])[0]
     header = (f"`{report['command']}` (loopback, the clients in a second process; {report['model']} export "
               f"`--optimize "
-              f"{report['optimize']}`, max length {report['max_length']}, {report['threads'] or 'default'} TF threads; "
+              f"{report['optimize']}`"
+              + (f" served from its model.tflite (`--prefer-tflite-model`, {report['tflite_interpreters']} "
+                 f"interpreter(s))" if report.get("prefer_tflite_model") else "")
+              + f", max length {report['max_length']}, {report['threads'] or 'default'} TF threads; "
               f"batching: {params.describe()}, from `{report['batching_file']}`"
               + (" with num_batch_threads = the cores" if report["batch_threads_override"] else "")
               + f"), {datetime.date.today().isoformat()}, "
               f"{report['machine']['cpus']} cores, 1-minute load average {load:.1f} at start:")
-    lines = [textwrap.fill(header, 115), "",
+    lines = [textwrap.fill(header, 115, break_on_hyphens=False), "",
              "| gRPC clients, one text per request | batching off: ex/s, p50 / p99 ms | `--enable-batching`: ex/s, "
              "p50 / p99 ms | rows per model call |", "|---:|---:|---:|---:|"]
     for clients in sorted({r["clients"] for r in report["runs"]}):
@@ -320,7 +340,8 @@ def readme_lines(report: dict, params) -> list:
     t, p = targets["throughput"], targets["p99"]
     failed = report["errors"]
     lines += ["", textwrap.fill(
-        f"The same export called in-process at batch {DIRECT_BATCH}: {direct['examples_per_s']:.1f} ex/s (p50 "
+        f"The same {'model.tflite' if report.get('prefer_tflite_model') else 'export'} called in-process at batch "
+        f"{DIRECT_BATCH}: {direct['examples_per_s']:.1f} ex/s (p50 "
         f"{direct['p50_ms']:.0f} ms per batch). {t['clients']} batched batch-1 clients reach {t['ratio']:.0%} of it "
         f"(issue #13 asks >= {t['target']:.0%}: {'met' if t['pass'] else 'not met'}); batching p99 "
         f"{'within' if p['pass'] else 'above'} the batch timeout + one batch ({p['bound_ms']:.0f} ms); "
@@ -355,7 +376,8 @@ def markdown(report: dict, params) -> str:
                 if report["batch_threads_override"] else "") + f"): {params.describe()}.", "",
              "| setting | clients | batching | ex/s | p50 ms | p99 ms | errors | rows/call | vs direct batch-32 |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|",
-             f"| SavedModel in-process, batch {DIRECT_BATCH} | 1 | - | {direct['examples_per_s']:.1f} | "
+             f"| {'model.tflite' if report.get('prefer_tflite_model') else 'SavedModel'} in-process, batch "
+             f"{DIRECT_BATCH} | 1 | - | {direct['examples_per_s']:.1f} | "
              f"{direct['p50_ms']:.1f} | {direct['p99_ms']:.1f} | 0 | {DIRECT_BATCH} | 1.00x |"]
     for r in report["runs"]:
         rows = f"{r['rows_per_call']:.1f}" if r["rows_per_call"] is not None else "1"

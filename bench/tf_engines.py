@@ -2,15 +2,18 @@
 
 Uses ``ModelBundle.export`` (signatures ``predict_ids`` for token ids and
 ``serving_default`` for raw text), once per export optimisation compared
-(``--optimize none|compact|compact+xla|compact+bf16``; ``none`` is the baseline).
+(``--optimize none|compact|compact+xla|compact+bf16|compact+tflite``; ``none`` is the baseline). A
+``compact+tflite`` export is timed through its ``model.tflite``, by the interpreter pool of
+``serve --prefer-tflite-model`` (``serving.tflite_pool``), as TF Serving's ``--prefer_tflite_model`` serves it.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from serving.tflite_pool import tflite_signatures
 from tfpipeline.bundle import ModelBundle
 from tfpipeline.config.commands import EXPORT_OPTIMIZATIONS, OPTIMIZE_NONE
 
@@ -31,8 +34,21 @@ def export_saved_model(model, encoder, labels, task: str, base_dir: str, optimiz
     return ModelBundle(model, encoder, labels, task).export(base_dir, name, optimize=optimize)
 
 
-def load_signatures(path: str) -> Dict[str, Callable]:
-    """{'ids': f(ids int32, mask int32) -> scores, 'text': f(list[str]) -> scores} from the SavedModel."""
+def load_signatures(path: str, threads: Optional[int] = None) -> Dict[str, Callable]:
+    """{'ids': f(ids int32, mask int32) -> scores, 'text': f(list[str]) -> scores} from the SavedModel, or from
+    its model.tflite (``threads`` interpreter threads) where the export has one."""
+    tflite = tflite_signatures(path, 1, threads)
+    if tflite:
+        ids_lite, text_lite = tflite["predict_ids"], tflite["serving_default"]
+
+        def ids_fn(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+            return ids_lite(input_ids=input_ids, attention_mask=attention_mask)["scores"]
+
+        def text_fn(texts) -> np.ndarray:
+            return text_lite(text=np.array(list(texts), dtype=object))["scores"]
+
+        ids_fn.loaded = text_fn.loaded = tflite
+        return {"ids": ids_fn, "text": text_fn}
     loaded = tf.saved_model.load(path)
     ids_sig = loaded.signatures["predict_ids"]
     text_sig = loaded.signatures["serving_default"]

@@ -65,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--skip-training", action="store_true",
                    help="inference only (part b) on the checkpoint with an untrained head; implied without torch")
     p.add_argument("--optimize", nargs="+", default=["none", "compact", "compact+xla"],
-                   choices=["none", "compact", "compact+xla", "compact+bf16"],
+                   choices=["none", "compact", "compact+xla", "compact+bf16", "compact+tflite"],
                    help="SavedModel export optimisations to time (none = the baseline, always included)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--out", default="bench/results/vs_pytorch.json")
@@ -85,6 +85,8 @@ def engine_label(name: str, versions: dict) -> str:
         return "SavedModel, `--optimize none` (the Keras graph)"
     if name.startswith("SavedModel "):
         optimize = name.split()[1]
+        if optimize == "compact+tflite":
+            return "`compact+tflite`, its model.tflite (`--prefer-tflite-model`)"
         return f"SavedModel, `{optimize}`" + (" (**the default**)" if optimize == "compact" else "")
     for engine, package in (("PyTorch", "torch"), ("ONNX Runtime", "onnxruntime")):
         if engine in name:

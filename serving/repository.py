@@ -12,6 +12,7 @@ instantiating and optimising its graphs.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from tfpipeline.export import ASSETS_EXTRA, METADATA_FILE, read_saved_model_prot
 from tfpipeline.export.warmup import WARMUP_FILE, read_warmup_requests
 
 from serving.errors import invalid, not_found
+from serving.tflite_pool import interpreter_threads, tflite_signatures
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,16 @@ class Servable:
     signature_defs: Dict[str, object]   # name -> SignatureDef proto (method names as exported)
     metadata: dict = field(default_factory=dict)
     warmup_requests: int = 0            # warmup records replayed before the version was published
+    tflite: Dict[str, object] = field(default_factory=dict)   # model.tflite signatures (--prefer-tflite-model)
+
+    def __post_init__(self):
+        self._signatures = {**dict(self.loaded.signatures), **self.tflite} if self.tflite else None
 
     @property
     def signatures(self):
-        return self.loaded.signatures
+        """Signature functions by name: the SavedModel's, each replaced by ``model.tflite``'s of the same name
+        when the version was loaded preferring TFLite."""
+        return self._signatures if self._signatures is not None else self.loaded.signatures
 
 
 @dataclass
@@ -67,8 +75,10 @@ def _stamp(path: str) -> float:
     return max((os.path.getmtime(f) for f in files if os.path.exists(f)), default=0.0)
 
 
-def load_servable(name: str, version: int, path: str) -> Servable:
-    """tf.saved_model.load one version (tensorflow_text, imported above, registers the tokenizer ops)."""
+def load_servable(name: str, version: int, path: str, *, prefer_tflite: bool = False,
+                  tflite_interpreters: int = 1) -> Servable:
+    """tf.saved_model.load one version (tensorflow_text, imported above, registers the tokenizer ops);
+    ``prefer_tflite``: its ``model.tflite`` signatures, if it has one, answer in place of the SavedModel's."""
     loaded = tf.saved_model.load(path)
     defs = dict(read_saved_model_proto(path).meta_graphs[0].signature_def)
     defs = {k: v for k, v in defs.items() if not k.startswith("__")}
@@ -77,12 +87,14 @@ def load_servable(name: str, version: int, path: str) -> Servable:
     if os.path.exists(meta_path):
         with open(meta_path, encoding="utf-8") as f:
             metadata = json.load(f)
-    servable = Servable(name, version, path, loaded, defs, metadata)
+    tflite = (tflite_signatures(path, tflite_interpreters, interpreter_threads(tflite_interpreters))
+              if prefer_tflite else {})
+    servable = Servable(name, version, path, loaded, defs, metadata, tflite=tflite)
     servable.warmup_requests = warm_up(servable)
     return servable
 
 
-def load_behind_requests(name: str, version: int, path: str) -> Servable:
+def load_behind_requests(name: str, version: int, path: str, **options) -> Servable:
     """``load_servable`` in a thread of its own at a lower OS priority, with short GIL slices meanwhile.
 
     Why: loading a version restores its functions in Python and optimises its
@@ -103,7 +115,7 @@ def load_behind_requests(name: str, version: int, path: str) -> Servable:
         except (AttributeError, OSError):   # no per-thread priority here: load at the usual one
             pass
         try:
-            outcome["servable"] = load_servable(name, version, path)
+            outcome["servable"] = load_servable(name, version, path, **options)
         except BaseException as e:  # re-raised in the caller's thread
             outcome["error"] = e
 
@@ -185,16 +197,22 @@ class ModelRepository:
     (TF Serving's ``latest`` policy); None serves every version on disk.
     ``low_priority_loads``: load versions with ``load_behind_requests`` (False:
     in the reloading thread as is, the baseline ``bench/version_change.py`` compares).
+    ``prefer_tflite_model``: versions with a ``model.tflite`` answer its signatures from a pool of
+    ``tflite_interpreters`` interpreters (``serving.tflite_pool``; TF Serving's ``--prefer_tflite_model``).
     """
 
-    def __init__(self, base_dir: str, *, keep_versions: Optional[int] = None, low_priority_loads: bool = True):
+    def __init__(self, base_dir: str, *, keep_versions: Optional[int] = None, low_priority_loads: bool = True,
+                 prefer_tflite_model: bool = False, tflite_interpreters: int = 1):
         if not os.path.isdir(base_dir):
             raise ConfigError(f"{base_dir}: model base folder not found")
         if keep_versions is not None and keep_versions < 1:
             raise ConfigError("keep_versions must be >= 1 (or None for all versions)")
         self.base_dir = base_dir
         self.keep_versions = keep_versions
-        self._load = load_behind_requests if low_priority_loads else load_servable
+        if tflite_interpreters < 1:
+            raise ConfigError(f"tflite_interpreters must be >= 1, got {tflite_interpreters}")
+        self._load = functools.partial(load_behind_requests if low_priority_loads else load_servable,
+                                       prefer_tflite=prefer_tflite_model, tflite_interpreters=tflite_interpreters)
         self._models: Dict[str, Dict[int, Servable]] = {}
         self._stamps: Dict[Tuple[str, int], float] = {}
         self._failed: Dict[Tuple[str, int], Tuple[float, str]] = {}

@@ -136,14 +136,15 @@ def _dtype_name(value: np.ndarray) -> str:
 
 
 def run(fn, feeds: Dict[str, tf.Tensor]) -> Dict[str, np.ndarray]:
-    """Call a signature function; input-caused TF errors become INVALID_ARGUMENT."""
+    """Call a signature function (SavedModel or ``serving.tflite_pool``); input-caused errors become
+    INVALID_ARGUMENT."""
     try:
         outputs = fn(**feeds)
     except tf.errors.InvalidArgumentError as e:
         raise invalid(f"the model rejected the input: {op_error_text(e.message)}") from None
     except tf.errors.OpError as e:
         raise ServingError("INTERNAL", f"model execution failed: {op_error_text(e.message)}") from None
-    return {k: v.numpy() for k, v in outputs.items()}
+    return {k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in outputs.items()}   # ndarray: TFLite
 
 
 def signature_runner(fn, specs: Dict[str, tf.TensorSpec]) -> Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]:

@@ -41,19 +41,23 @@ class ModelServer:
     thread's batch: a request waits for its batch in its own thread, so the pool
     bounds how many gRPC requests can merge). ``low_priority_loads``: new
     versions load behind the requests being answered (``ModelRepository``).
+    ``prefer_tflite_model``: versions exported with ``--optimize compact+tflite`` answer from their
+    ``model.tflite`` (``serving.tflite_pool``; TF Serving's ``--prefer_tflite_model``).
     """
 
     def __init__(self, model_base: str, *, host: str = "127.0.0.1", grpc_port: Optional[int] = 8500,
                  rest_port: Optional[int] = 8501, limits: Optional[Limits] = None, poll_seconds: float = 5.0,
                  keep_versions: Optional[int] = None, workers: Optional[int] = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, batching: Optional[BatchingParameters] = None,
-                 low_priority_loads: bool = True):
+                 low_priority_loads: bool = True, prefer_tflite_model: bool = False, tflite_interpreters: int = 1):
         if grpc_port is None and rest_port is None:
             raise ConfigError("enable at least one of gRPC and REST")
         if workers is not None and workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
         self.repository = ModelRepository(model_base, keep_versions=keep_versions,
-                                          low_priority_loads=low_priority_loads)
+                                          low_priority_loads=low_priority_loads,
+                                          prefer_tflite_model=prefer_tflite_model,
+                                          tflite_interpreters=tflite_interpreters)
         self.limits = limits or Limits()
         self.batching_parameters = batching
         if workers is None:

@@ -174,7 +174,7 @@ class ModelBundle:
         """A versioned SavedModel for TF Serving at ``<base_dir>/<model_name>/<version>/``
         (``index``: the documents an embedding model's ``search`` signature ranks; see ``document_index``;
         ``optimize``: ``auto``, ``none``, ``compact``, ``compact+xla`` or ``compact+bf16``, see
-        ``export.compact_encoder``)."""
+        ``export.compact_encoder``, or ``compact+tflite``, see ``export.tflite_text``)."""
         return export_model(self.model, self.encoder, self.labels, self.task, base_dir, model_name,
                             version=version, warmup_texts=warmup_texts, source_dir=self.directory, index=index,
                             target_scaling=self.target_scaling, optimize=optimize)

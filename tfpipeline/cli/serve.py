@@ -31,7 +31,9 @@ def run(config: ServeConfig, args) -> int:
                          grpc_port=None if config.grpc_port < 0 else config.grpc_port,
                          rest_port=None if config.rest_port < 0 else config.rest_port,
                          limits=Limits(config.max_batch_size, config.max_text_bytes, config.max_image_bytes),
-                         poll_seconds=config.poll_seconds, keep_versions=config.keep_versions, batching=batching)
+                         poll_seconds=config.poll_seconds, keep_versions=config.keep_versions, batching=batching,
+                         prefer_tflite_model=config.prefer_tflite_model,
+                         tflite_interpreters=config.tflite_interpreters)
     signal.signal(signal.SIGTERM, _interrupt)
     server.start()
     print(f"[tfpipeline] TF threads: intra-op {threads[0] or 'default'}, inter-op {threads[1] or 'default'}")

@@ -12,9 +12,10 @@ from tfpipeline.errors import ConfigError
 SPLITS = ("train", "validation", "test")
 PREDICT_FORMATS = ("csv", "tsv", "jsonl", "conll", "txt")   # predict --input (tfpipeline.batch_predict)
 # export --optimize (tfpipeline.export.compact_encoder): compact where the model has a compact twin else none,
-# the Keras graph, the compact BERT graph, + XLA, + bfloat16 matmuls
-OPTIMIZE_AUTO, OPTIMIZE_NONE, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_XLA, OPTIMIZE_COMPACT_BF16 = EXPORT_OPTIMIZATIONS = (
-    "auto", "none", "compact", "compact+xla", "compact+bf16")
+# the Keras graph, the compact BERT graph, + XLA, + bfloat16 matmuls, + model.tflite (tfpipeline.export.tflite_text)
+(OPTIMIZE_AUTO, OPTIMIZE_NONE, OPTIMIZE_COMPACT, OPTIMIZE_COMPACT_XLA, OPTIMIZE_COMPACT_BF16,
+ OPTIMIZE_COMPACT_TFLITE) = EXPORT_OPTIMIZATIONS = ("auto", "none", "compact", "compact+xla", "compact+bf16",
+                                                    "compact+tflite")
 
 
 @dataclass
@@ -102,7 +103,9 @@ class ExportConfig:
                         "trained), auto (compact where the model has one, else none), compact+xla (also "
                         "XLA-compiles it: TF Serving needs --xla_cpu_compilation_enabled) or compact+bf16 "
                         "(bfloat16 weights and matmuls: for CPUs with AVX512_BF16 or AMX; predictions can "
-                        "differ slightly); see docs/serving.md",
+                        "differ slightly) or compact+tflite (classification: also writes model.tflite, tokenizer "
+                        "included, served by TF Serving --prefer_tflite_model / serve --prefer-tflite-model); "
+                        "see docs/serving.md",
                         choices=EXPORT_OPTIMIZATIONS)
 
     def validate(self) -> "ExportConfig":
@@ -149,9 +152,15 @@ class ServeConfig:
                                                   "(max_batch_size, batch_timeout_micros, max_enqueued_batches, "
                                                   "num_batch_threads, allowed_batch_sizes); needs --enable-batching; "
                                                   "default: TF Serving's defaults")
+    prefer_tflite_model: bool = opt(False, "answer from a version's model.tflite (export --optimize "
+                                    "compact+tflite) where it has one: faster at batch 1 (TF Serving's "
+                                    "--prefer_tflite_model); classify and predict_pair stay on the SavedModel")
+    tflite_interpreters: int = opt(1, "TFLite interpreters per version with --prefer-tflite-model, the cores "
+                                   "shared among them (TF Serving's --num_tflite_interpreters_per_pool)")
 
     def validate(self) -> "ServeConfig":
-        check_positive(self, "max_batch_size", "max_text_bytes", "max_image_bytes", "keep_versions")
+        check_positive(self, "max_batch_size", "max_text_bytes", "max_image_bytes", "keep_versions",
+                       "tflite_interpreters")
         if self.batching_parameters_file and not self.enable_batching:
             raise ConfigError("batching_parameters_file is given but batching is off: add --enable-batching "
                               "(TF Serving would silently ignore the file)")

@@ -5,7 +5,9 @@
 
 ``export_model`` is the writer behind ``ModelBundle.export``. See
 ``signatures.py`` for the signature table (serving modules are registered per
-task) and docs/serving.md for serving; on-device TFLite is ``export.tflite``.
+task) and docs/serving.md for serving; ``model.tflite`` inside a SavedModel version (``--optimize
+compact+tflite``, for TF Serving's ``--prefer_tflite_model``) is ``export.tflite_text``; on-device TFLite
+is ``export.tflite``.
 """
 from tfpipeline.export.graph_ops import CUSTOM_OPS_ALLOWED, custom_ops, saved_model_ops
 from tfpipeline.export.saved_model import (ASSETS_EXTRA, METADATA_FILE, encoder_from_export, existing_versions,

@@ -42,7 +42,7 @@ instructions, doubles the arithmetic per instruction (``bench/matmul_kernels.py`
 the same 24 matmuls 1.5-1.9x faster). It pays only where oneDNN has native
 bfloat16 kernels (AVX512_BF16 or AMX); elsewhere the same graph runs emulated
 and slower, so it is opt-in. Predictions can differ from float32 near a decision boundary:
-``bench/bf16_agreement.py`` measures how often on a trained model.
+``bench/export_agreement.py`` measures how often on a trained model.
 
 Supported (the model kinds that serve text through a BERT encoder):
 ``TaskModel`` on ``TFBertForSequenceClassification`` (classification,
@@ -100,8 +100,8 @@ def check_optimization(optimize: str) -> str:
 
 def inference_model(model, task: str, optimize: str = OPTIMIZE_NONE):
     """What a serving module calls as ``model(features, training=False)``: the Keras model itself for ``none``,
-    its ``CompactBertModel`` for ``compact`` / ``compact+xla`` / ``compact+bf16`` (``ExportError`` if the model
-    has none) and, for ``auto``, the compact one where the model has one (``applied_optimization`` says which)."""
+    its ``CompactBertModel`` for ``compact`` / ``compact+xla`` / ``compact+bf16`` / ``compact+tflite`` (the
+    SavedModel of the last is plain ``compact``; ``ExportError`` if the model has none) and, for ``auto``, the compact one where the model has one (``applied_optimization`` says which)."""
     if check_optimization(optimize) == OPTIMIZE_NONE:
         return model
     if optimize == OPTIMIZE_AUTO:

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - a stale fingerprint only affects metri
 
 import tfpipeline
 
-from tfpipeline.config.commands import OPTIMIZE_AUTO, OPTIMIZE_COMPACT_XLA, OPTIMIZE_NONE
+from tfpipeline.config.commands import OPTIMIZE_AUTO, OPTIMIZE_COMPACT_TFLITE, OPTIMIZE_COMPACT_XLA, OPTIMIZE_NONE
 from tfpipeline.errors import ExportError
 from tfpipeline.data.images import ImageEncoder
 from tfpipeline.data.labels import LabelMap
@@ -31,6 +31,8 @@ from tfpipeline.data.pipeline import TargetScaling
 from tfpipeline.data.tokenization import TextEncoder
 from tfpipeline.export.compact_encoder import applied_optimization, inference_model
 from tfpipeline.export.signatures import DocumentIndex, serving_module
+from tfpipeline.export.tflite_text import (TFLITE_SERVING_FLAGS, TFLITE_SIGNATURES, TFLITE_TEXT_FILE,
+                                           convert_text_model)
 from tfpipeline.export.warmup import DEFAULT_WARMUP_TEXTS, WARMUP_FILE, write_warmup_requests
 from tfpipeline.staging import staged_output
 
@@ -54,19 +56,23 @@ def export_model(model, encoder: Union[TextEncoder, ImageEncoder], labels: Label
     serving graph, ``auto`` (compact where the model has one, else none), ``none`` (the Keras model),
     ``compact``, ``compact+xla`` or ``compact+bf16`` (``export.compact_encoder``: same logits -- within
     bfloat16 rounding for ``compact+bf16`` -- fewer ops; ``ExportError``
-    before anything is written if the model has no compact graph).
+    before anything is written if the model has no compact graph), or ``compact+tflite`` (``compact`` plus
+    ``model.tflite`` in the version folder, ``export.tflite_text``; converted and checked before anything
+    is written).
     """
     if not model_name or "/" in model_name or os.sep in model_name or model_name.startswith("."):
         raise ExportError(f"invalid model name {model_name!r} (a folder name, not a path)")
     model_root = os.path.join(base_dir, model_name)
     version = _choose_version(model_root, version)
     serving_model = inference_model(model, task, optimize)     # fails here, before any folder exists
+    tflite = (convert_text_model(serving_model, encoder, labels, task, DEFAULT_WARMUP_TEXTS)
+              if optimize == OPTIMIZE_COMPACT_TFLITE else None)
     final = os.path.join(model_root, str(version))
     # hidden staging folder: a model server polling model_root never sees a half-written version
     with staged_output(final, hidden=True, error=ExportError) as staging:
         _write_saved_model(staging, serving_model, encoder, labels, task, warmup_texts, model_name, version,
                            source_dir, dict(index=index, target_scaling=target_scaling),
-                           applied_optimization(serving_model))
+                           applied_optimization(serving_model), tflite)
     return final
 
 
@@ -92,7 +98,8 @@ def _choose_version(model_root: str, version: Optional[int]) -> int:
 
 def _write_saved_model(path: str, model, encoder: Union[TextEncoder, ImageEncoder], labels: LabelMap, task: str,
                        warmup_texts, model_name: str, version: int, source_dir: str,
-                       options: Dict[str, object], optimize: str = OPTIMIZE_NONE) -> None:
+                       options: Dict[str, object], optimize: str = OPTIMIZE_NONE,
+                       tflite: Optional[bytes] = None) -> None:
     with tempfile.TemporaryDirectory() as assets:
         encoder.save(assets)
         labels.save(assets)
@@ -114,6 +121,12 @@ def _write_saved_model(path: str, model, encoder: Union[TextEncoder, ImageEncode
     meta["optimize"] = optimize
     if optimize == OPTIMIZE_COMPACT_XLA:
         meta["tf_serving_flags"] = XLA_SERVING_FLAGS
+    if tflite is not None:
+        with open(os.path.join(path, TFLITE_TEXT_FILE), "wb") as f:
+            f.write(tflite)
+        meta["optimize"] = OPTIMIZE_COMPACT_TFLITE
+        meta["tflite"] = {"file": TFLITE_TEXT_FILE, "signatures": list(TFLITE_SIGNATURES),
+                          "tf_serving_flags": TFLITE_SERVING_FLAGS}
     index = options.get("index")
     if index is not None:
         meta["index"] = {"documents": len(index.ids), "top_k": min(index.top_k, len(index.ids))}
