@@ -17,6 +17,7 @@ answers form the "change" window. Three variants, same model, same run:
 
     python bench/version_change.py                       # MiniLM-L6, random head, about 2 minutes
     python bench/version_change.py --checkpoint tiny     # smoke run
+    python bench/version_change.py --optimize compact+tflite --prefer-tflite-model   # versions served from model.tflite
 
 Prints a Markdown table (p50/p99 steady and during the change, their ratio, failed requests) and writes
 bench/results/version_change.md / .json (``--readme README.md``: also the README's version-change table);
@@ -89,7 +90,8 @@ def run_variant(export_dir: str, root: str, variant: str, args) -> dict:
     records, failures, stop = [], [], threading.Event()
     lock = threading.Lock()
 
-    with ModelServer(base, grpc_port=0, rest_port=None, poll_seconds=0.5, low_priority_loads=low_priority) as server:
+    with ModelServer(base, grpc_port=0, rest_port=None, poll_seconds=0.5, low_priority_loads=low_priority,
+                     prefer_tflite_model=args.prefer_tflite_model) as server:
         def client(i: int) -> None:
             with GrpcClient(server.grpc_target, MODEL_NAME, timeout=60) as grpc_client:
                 for _ in range(args.warmup):
@@ -152,7 +154,9 @@ def readme_lines(report: dict) -> list:
     import textwrap
 
     header = (f"`{report['command']}` ({report['clients']} concurrent batch-1 gRPC clients, {report['model']} export "
-              f"`--optimize {report['optimize']}`; the version poller picks up a copy as version 2 mid-run; three "
+              f"`--optimize {report['optimize']}`"
+              + (" served from its model.tflite (`--prefer-tflite-model`)" if report.get("prefer_tflite_model") else "")
+              + "; the version poller picks up a copy as version 2 mid-run; three "
               f"variants in one process), {datetime.date.today().isoformat()}, {report['machine']['cpus']} cores, "
               f"1-minute load average {report['machine'].get('loadavg_1_5_15', [float('nan')])[0]:.1f} at start:")
     lines = [textwrap.fill(header, 115), "",
@@ -181,9 +185,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="TF intra- and inter-op threads")
     p.add_argument("--optimize", default=OPTIMIZE_AUTO, choices=EXPORT_OPTIMIZATIONS,
                    help="the export's --optimize (default: the export default)")
+    p.add_argument("--prefer-tflite-model", action="store_true",
+                   help="the server answers from the export's model.tflite: needs --optimize compact+tflite")
     p.add_argument("--out", default="bench/results/version_change.md")
     p.add_argument("--readme", help="also replace this README's version-change block with the table")
     args = p.parse_args(argv)
+    if args.prefer_tflite_model and args.optimize != "compact+tflite":
+        p.error("--prefer-tflite-model needs --optimize compact+tflite (an export with a model.tflite)")
     set_tf_threads(args.threads, args.threads)
     machine = benchlib.machine_info()
     with tempfile.TemporaryDirectory() as root:
@@ -192,7 +200,8 @@ def main(argv=None) -> int:
         variants = [run_variant(export_dir, root, variant, args) for variant in VARIANTS]
     report = {"command": "python bench/version_change.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "clients": args.clients, "machine": machine, "variants": variants,
-              "model": args.model_dir or args.checkpoint, "optimize": optimize}
+              "model": args.model_dir or args.checkpoint, "optimize": optimize,
+              "prefer_tflite_model": args.prefer_tflite_model}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     text = markdown(report)
     with open(args.out, "w", encoding="utf-8") as f:
