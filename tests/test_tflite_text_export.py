@@ -154,3 +154,16 @@ def test_server_tflite_errors_and_concurrent_calls(tflite_export):
     for i, rows in answers.items():
         for row in rows:
             np.testing.assert_allclose(row, expected[i % len(TEXTS)], atol=ATOL)
+
+
+def test_model_server_prefer_tflite_over_grpc(tflite_export):
+    """The flag reaches the repository through ``ModelServer`` (what ``tfpipeline serve`` builds)."""
+    from serving import GrpcClient, ModelServer
+
+    bundle, base, _ = tflite_export
+    _, expected = keras_scores(bundle, TEXTS[:3])
+    with ModelServer(base, grpc_port=0, rest_port=None, poll_seconds=0, prefer_tflite_model=True) as server:
+        assert isinstance(server.repository.get("clf").signatures["serving_default"], TfliteSignature)
+        with GrpcClient(server.grpc_target, "clf") as client:
+            out = client.predict_texts(TEXTS[:3])
+    np.testing.assert_allclose(out["scores"], expected, atol=ATOL)
