@@ -128,7 +128,8 @@ def table(rows: List[Dict[str, object]], optimizations: List[str]) -> List[str]:
             line += (f" {100 * r[f'accuracy_{o}']:.2f} | **{100 * r[f'agreement_{o}']:.2f}%** {ok} | "
                      f"{r[f'disagreements_{o}']} | {r[f'max_abs_score_diff_{o}']:.2g} |")
         if TFLITE in optimizations:
-            line += f" {r['tflite_token_differences']} ({100 * r['tflite_token_differences'] / r['test_examples']:.1f}%) |"
+            differ = r["tflite_token_differences"]
+            line += f" {differ} ({100 * differ / r['test_examples']:.1f}%) |"
         lines.append(line)
     return lines
 

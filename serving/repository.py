@@ -29,7 +29,7 @@ from tfpipeline.export import ASSETS_EXTRA, METADATA_FILE, read_saved_model_prot
 from tfpipeline.export.warmup import WARMUP_FILE, read_warmup_requests
 
 from serving.errors import invalid, not_found
-from serving.tflite_pool import interpreter_threads, tflite_signatures
+from serving.tflite_pool import tflite_signatures
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ def load_servable(name: str, version: int, path: str, *, prefer_tflite: bool = F
     if os.path.exists(meta_path):
         with open(meta_path, encoding="utf-8") as f:
             metadata = json.load(f)
-    tflite = (tflite_signatures(path, tflite_interpreters, interpreter_threads(tflite_interpreters))
-              if prefer_tflite else {})
+    tflite = tflite_signatures(path, tflite_interpreters) if prefer_tflite else {}
     servable = Servable(name, version, path, loaded, defs, metadata, tflite=tflite)
     servable.warmup_requests = warm_up(servable)
     return servable

@@ -76,11 +76,12 @@ class TfliteSignature:
 
 def tflite_signatures(version_dir: str, interpreters: int = 1,
                       threads: Optional[int] = None) -> Dict[str, TfliteSignature]:
-    """{signature: TfliteSignature} of ``version_dir/model.tflite``; empty if the version has none."""
+    """{signature: TfliteSignature} of ``version_dir/model.tflite``; empty if the version has none.
+    ``threads`` per interpreter: by default the cores shared out among the ``interpreters``."""
     path = os.path.join(version_dir, TFLITE_TEXT_FILE)
     if not os.path.isfile(path):
         return {}
-    pool = InterpreterPool(path, interpreters, threads)
+    pool = InterpreterPool(path, interpreters, threads or interpreter_threads(interpreters))
     return {name: TfliteSignature(pool, name) for name in pool.signature_names()}
 
 

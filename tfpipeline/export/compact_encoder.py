@@ -101,7 +101,8 @@ def check_optimization(optimize: str) -> str:
 def inference_model(model, task: str, optimize: str = OPTIMIZE_NONE):
     """What a serving module calls as ``model(features, training=False)``: the Keras model itself for ``none``,
     its ``CompactBertModel`` for ``compact`` / ``compact+xla`` / ``compact+bf16`` / ``compact+tflite`` (the
-    SavedModel of the last is plain ``compact``; ``ExportError`` if the model has none) and, for ``auto``, the compact one where the model has one (``applied_optimization`` says which)."""
+    SavedModel of the last is plain ``compact``; ``ExportError`` if the model has none) and, for ``auto``,
+    the compact one where the model has one (``applied_optimization`` says which)."""
     if check_optimization(optimize) == OPTIMIZE_NONE:
         return model
     if optimize == OPTIMIZE_AUTO:
