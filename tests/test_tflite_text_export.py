@@ -167,3 +167,24 @@ def test_model_server_prefer_tflite_over_grpc(tflite_export):
         with GrpcClient(server.grpc_target, "clf") as client:
             out = client.predict_texts(TEXTS[:3])
     np.testing.assert_allclose(out["scores"], expected, atol=ATOL)
+
+
+def test_tokenizers_tflite_cannot_match_are_refused(tflite_export):
+    """A tokenizer whose normalisation FastBertTokenizer cannot reproduce is an ExportError naming why."""
+    encoder = tflite_export[0].encoder
+    keeps_accents = TextEncoder(encoder.vocab, lower_case=True, strip_accents=False, max_length=32)
+    with pytest.raises(ExportError, match="lower-cases but keeps accents"):
+        tflite_tokenizer(keeps_accents)
+    no_cjk_split = TextEncoder(encoder.vocab, tokenize_chinese_chars=False, max_length=32)
+    with pytest.raises(ExportError, match="tokenize_chinese_chars false"):
+        tflite_tokenizer(no_cjk_split)
+
+
+def test_interpreter_pool_size_must_be_positive(tflite_export):
+    from tfpipeline.config import ServeConfig
+    from tfpipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tflite_interpreters must be >= 1"):
+        ModelRepository(tflite_export[1], prefer_tflite_model=True, tflite_interpreters=0)
+    with pytest.raises(ConfigError, match="tflite_interpreters must be >= 1"):
+        ServeConfig(model_base=tflite_export[1], tflite_interpreters=0).validate()
