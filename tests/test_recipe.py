@@ -17,7 +17,8 @@ from tfpipeline.errors import ConfigError
 from tfpipeline.models.checkpoint_recipes import BASE, LARGE, MINILM, SMALL, recipe_for
 from tfpipeline.models.optimization import (AnnealableWarmupLinearDecay, WarmupLinearDecay, create_optimizer,
                                             schedule_of)
-from tfpipeline.training.callbacks import AnnealOnPlateau, StopWhenStalled
+from tfpipeline.data.examples import TextExample, TokenExample
+from tfpipeline.training.callbacks import AnnealOnPlateau, StopWhenStalled, scored_items, standard_error
 from tfpipeline.training.effective_recipe import (USER, auto_max_length, epoch_cap, label_units, passes_per_epoch,
                                                   resolve_recipe, short_number)
 from tfpipeline.training.trainer import epoch_summary
@@ -156,10 +157,10 @@ def test_annealable_schedule_follows_the_plan_until_cut_short():
     assert type(schedule_of(create_optimizer(1e-3, total_steps=100))) is WarmupLinearDecay
 
 
-def _annealer_on_tiny_model(patience, max_epochs):
+def _annealer_on_tiny_model(patience, max_epochs, **options):
     model = tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))])
     model.compile(optimizer=create_optimizer(1e-3, total_steps=100, anneal_steps=10), loss="mse")
-    annealer = AnnealOnPlateau("val_accuracy", patience=patience, max_epochs=max_epochs)
+    annealer = AnnealOnPlateau("val_accuracy", patience=patience, max_epochs=max_epochs, **options)
     annealer.set_model(model)
     annealer.on_train_begin()
     return model, annealer
@@ -184,6 +185,45 @@ def test_anneal_on_plateau_restores_the_best_epoch_and_anneals_once():
     assert annealer.restored_from == 1 and schedule.annealing and float(schedule.anneal_start) == 50
     annealer.on_epoch_end(5, {"val_accuracy": 0.72})
     assert model.stop_training and annealer.stopped_early
+
+
+def test_standard_error_of_validation_scores():
+    assert standard_error("val_accuracy", 0.95, 538) == pytest.approx(0.0094, abs=1e-4)
+    assert standard_error("val_entity_f1", 0.5, 100) == pytest.approx(0.05)
+    assert standard_error("val_pearson", 0.8, 101) == pytest.approx(0.036)
+    assert standard_error("val_accuracy", 0.95, 0) == 0.0 and standard_error("val_accuracy", None, 10) == 0.0
+    sentences = [TokenExample(("a", "b", "c", "d"), ("B-X", "I-X", "O", "B-Y")), TokenExample(("e",), ("I-Y",))]
+    assert scored_items(sentences, NER) == 3                    # seqeval chunks; an IOB1 I- starts one too
+    assert scored_items([TextExample("a", "x")] * 7, "classification") == 7
+
+
+def test_annealed_epoch_is_kept_within_one_standard_error(tmp_path):
+    # 400 validation examples at 0.80: one standard error is 0.02
+    best_file = str(tmp_path / "best")
+    model, annealer = _annealer_on_tiny_model(patience=1, max_epochs=10, validation_items=400,
+                                              best_weights_file=best_file)
+    for epoch, score in enumerate([0.7, 0.8, 0.75]):
+        _epoch(model, annealer, epoch, score, weights_value=epoch)
+    assert annealer.annealed == 3
+    _epoch(model, annealer, 3, 0.785, weights_value=7.0)         # 0.015 behind the best: kept
+    assert model.stop_training and annealer.kept == 3 and annealer.tolerance == pytest.approx(0.02)
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    model.load_weights(best_file)                                # the best checkpoint now holds the annealed weights
+    assert all(np.all(w == 7.0) for w in model.get_weights())
+    summary = epoch_summary({"val_accuracy": [0.7, 0.8, 0.75, 0.785]}, "val_accuracy", cap=10, patience=1,
+                            auto=True, annealed=annealer.annealed, restored_from=annealer.restored_from,
+                            kept=annealer.kept, tolerance=annealer.tolerance)
+    assert summary["kept"] == 4 and summary["best"] == 0.785
+    assert summary["stopped"].endswith("epoch 4 annealed the learning rate to 0 from epoch 2's weights and was "
+                                       "kept: its 0.7850 is within one standard error (0.0200) of epoch 2's 0.8000")
+
+    model, annealer = _annealer_on_tiny_model(patience=1, max_epochs=10, validation_items=400,
+                                              best_weights_file=str(tmp_path / "other"))
+    for epoch, score in enumerate([0.7, 0.8, 0.75, 0.77]):       # 0.03 behind: the best epoch stays
+        _epoch(model, annealer, epoch, score, weights_value=epoch)
+    assert annealer.kept == 1 and annealer.tolerance is None and not (tmp_path / "other.index").exists()
+    assert epoch_summary({"val_accuracy": [0.7, 0.8, 0.75, 0.77]}, "val_accuracy", cap=10, patience=1, auto=True,
+                         annealed=3, restored_from=1, kept=annealer.kept)["kept"] == 2
 
 
 def test_anneal_on_plateau_leaves_runs_that_reach_the_cap_alone():

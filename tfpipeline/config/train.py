@@ -121,8 +121,9 @@ class PeftOptions:
 @dataclass
 class OptimizerOptions:
     epochs: Optional[int] = opt(None, "training epochs; auto: until the validation score stops improving "
-                                "(--early-stopping-patience), under a cap set by the data's size and label count; "
-                                "the best epoch is kept either way", auto=True)
+                                "(--early-stopping-patience), under a cap set by the data's size and label count, "
+                                "ending on an annealed epoch; the best epoch by validation is kept (auto: the "
+                                "annealed one unless beaten by more than one standard error)", auto=True)
     batch_size: Optional[int] = opt(None, "examples per step and replica (global batch = batch_size x replicas; "
                                     "auto: the checkpoint recipe's)", auto=True)
     learning_rate: Optional[float] = opt(None, "peak AdamW learning rate (auto: the checkpoint recipe's, "

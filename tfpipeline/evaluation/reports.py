@@ -12,6 +12,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 from scipy import stats
 from seqeval import metrics as seqeval_metrics
+from seqeval.metrics.sequence_labeling import get_entities
 from sklearn import metrics
 
 from tfpipeline.data.examples import CLASSIFICATION, EMBEDDING, NER, REGRESSION
@@ -34,6 +35,11 @@ def classification_report(y_true: Sequence[str], y_pred: Sequence[str], labels: 
         "confusion_matrix": {"labels": labels,
                              "matrix": metrics.confusion_matrix(y_true, y_pred, labels=labels).tolist()},
     }
+
+
+def entity_count(tag_sequences: Sequence[Sequence[str]]) -> int:
+    """Gold entities in BIO tag sequences, chunked as seqeval chunks them: what entity F1 is a share of."""
+    return len(get_entities([list(tags) for tags in tag_sequences]))
 
 
 def ner_report(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) -> Dict:

@@ -46,7 +46,7 @@ from tfpipeline.staging import check_output, partial_path, scratch_output, stage
 from tfpipeline.training.backup import (Backup, keep_for_resume, merged_history, resume_decision, skip_epochs,
                                         write_run_options)
 from tfpipeline.training.callbacks import (BEST_WEIGHTS, ENTITY_F1, METRIC_NAMES, SELECTION_METRIC,
-                                           AnnealOnPlateau, ValidationEntityF1, default_callbacks)
+                                           AnnealOnPlateau, ValidationEntityF1, default_callbacks, scored_items)
 from tfpipeline.training.effective_recipe import EffectiveRecipe, resolve_recipe
 from tfpipeline.training.strategy import (broadcast_from_chief, get_strategy, is_chief, is_multi_worker, is_tpu,
                                          shard_by_element, sync_workers)
@@ -106,24 +106,31 @@ class FitResult:
 
 
 def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: int, *, auto: bool = False,
-                  annealed: Optional[int] = None, restored_from: Optional[int] = None) -> Dict[str, Any]:
-    """Which epoch was kept (1-based, best ``monitor``), how many ran, and why training stopped.
+                  annealed: Optional[int] = None, restored_from: Optional[int] = None,
+                  kept: Optional[int] = None, tolerance: Optional[float] = None) -> Dict[str, Any]:
+    """Which epoch was kept (1-based), how many ran, and why training stopped.
 
-    ``annealed`` / ``restored_from`` (0-based) come from ``AnnealOnPlateau`` in an ``epochs: auto`` run.
+    The kept epoch is the best ``monitor`` score unless ``kept`` says otherwise. ``annealed`` /
+    ``restored_from`` / ``kept`` (0-based) and ``tolerance`` come from ``AnnealOnPlateau`` in an
+    ``epochs: auto`` run, which keeps the annealed epoch within one standard error of the best.
     """
     scores = history.get(monitor) or []
     run = len(scores)
-    kept = int(max(range(run), key=lambda i: (scores[i], -i))) + 1 if run else 0
+    best = int(max(range(run), key=lambda i: (scores[i], -i))) if run else None
+    chosen = kept if kept is not None and 0 <= kept < run else best
     metric = METRIC_NAMES.get(monitor, monitor)
     if run < cap or annealed is not None:
         stopped = f"no {metric} improvement for {patience} epoch{'s' * (patience != 1)}"
         if annealed is not None and annealed < run:
             start = f"from epoch {restored_from + 1}'s weights" if restored_from is not None else "on"
             stopped += f"; epoch {annealed + 1} annealed the learning rate to 0 {start}"
+            if chosen == annealed and best != annealed and tolerance is not None:
+                stopped += (f" and was kept: its {scores[annealed]:.4f} is within one standard error "
+                            f"({tolerance:.4f}) of epoch {best + 1}'s {scores[best]:.4f}")
     else:
         stopped = f"reached the {cap}-epoch cap" if auto else f"ran every epoch (epochs {cap})"
-    return {"kept": kept, "run": run, "cap": cap, "monitor": monitor,
-            "best": float(scores[kept - 1]) if run else None, "stopped": stopped,
+    return {"kept": chosen + 1 if run else 0, "run": run, "cap": cap, "monitor": monitor,
+            "best": float(scores[chosen]) if run else None, "stopped": stopped,
             "annealed": annealed + 1 if annealed is not None and annealed < run else None}
 
 
@@ -228,7 +235,10 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
         say(f"[tfpipeline] recipe: {recipe.describe()}")
         scorer = [ValidationEntityF1(bundle.predictor(batch_size=max(global_batch, 64)), data.validation)] \
             if monitor == ENTITY_F1 else []
-        annealer = AnnealOnPlateau(monitor, cfg.early_stopping_patience, cfg.epochs) if recipe.auto_epochs else None
+        annealer = AnnealOnPlateau(monitor, cfg.early_stopping_patience, cfg.epochs,
+                                   validation_items=scored_items(data.validation, task),
+                                   best_weights_file=os.path.join(run_dir, BEST_WEIGHTS)) \
+            if recipe.auto_epochs else None
         if annealer and past:
             annealer.resume_after([row.get(monitor, float("nan")) for row in past],
                                   os.path.join(backup.run_dir, BEST_WEIGHTS))
@@ -252,7 +262,9 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
     history = merged_history(past or [], history.history)
     epochs = epoch_summary(history, monitor, cfg.epochs, cfg.early_stopping_patience,
                            auto=recipe.auto_epochs, annealed=annealer.annealed if annealer else None,
-                           restored_from=annealer.restored_from if annealer else None)
+                           restored_from=annealer.restored_from if annealer else None,
+                           kept=annealer.kept if annealer else None,
+                           tolerance=annealer.tolerance if annealer else None)
     if epochs["run"]:
         say(f"[tfpipeline] kept epoch {epochs['kept']} of {epochs['run']} ({METRIC_NAMES.get(monitor, monitor)} "
             f"{epochs['best']:.4f}); stopped: {epochs['stopped']}")
