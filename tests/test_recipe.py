@@ -217,6 +217,10 @@ def test_annealed_epoch_is_kept_within_one_standard_error(tmp_path):
     assert summary["stopped"].endswith("epoch 4 annealed the learning rate to 0 from epoch 2's weights and was "
                                        "kept: its 0.7850 is within one standard error (0.0200) of epoch 2's 0.8000")
 
+    tie = epoch_summary({"val_accuracy": [0.7, 0.8, 0.75, 0.8]}, "val_accuracy", cap=10, patience=1, auto=True,
+                        annealed=3, restored_from=1, kept=3, tolerance=0.02)
+    assert tie["kept"] == 4 and tie["stopped"].endswith("and was kept: it ties epoch 2's 0.8000")
+
     model, annealer = _annealer_on_tiny_model(patience=1, max_epochs=10, validation_items=400,
                                               best_weights_file=str(tmp_path / "other"))
     for epoch, score in enumerate([0.7, 0.8, 0.75, 0.77]):       # 0.03 behind: the best epoch stays

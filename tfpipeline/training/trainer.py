@@ -110,7 +110,8 @@ def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: in
                   kept: Optional[int] = None, tolerance: Optional[float] = None) -> Dict[str, Any]:
     """Which epoch was kept (1-based), how many ran, and why training stopped.
 
-    The kept epoch is the best ``monitor`` score unless ``kept`` says otherwise. ``annealed`` /
+    The kept epoch is the best ``monitor`` score unless ``kept`` says otherwise; ``best`` is the kept
+    epoch's score (what the saved model scored on validation). ``annealed`` /
     ``restored_from`` / ``kept`` (0-based) and ``tolerance`` come from ``AnnealOnPlateau`` in an
     ``epochs: auto`` run, which keeps the annealed epoch within one standard error of the best.
     """
@@ -124,7 +125,9 @@ def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: in
         if annealed is not None and annealed < run:
             start = f"from epoch {restored_from + 1}'s weights" if restored_from is not None else "on"
             stopped += f"; epoch {annealed + 1} annealed the learning rate to 0 {start}"
-            if chosen == annealed and best != annealed and tolerance is not None:
+            if chosen == annealed and best != annealed and scores[annealed] == scores[best]:
+                stopped += f" and was kept: it ties epoch {best + 1}'s {scores[best]:.4f}"
+            elif chosen == annealed and best != annealed and tolerance is not None:
                 stopped += (f" and was kept: its {scores[annealed]:.4f} is within one standard error "
                             f"({tolerance:.4f}) of epoch {best + 1}'s {scores[best]:.4f}")
     else:
