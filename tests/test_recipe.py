@@ -201,7 +201,7 @@ def test_annealed_epoch_is_kept_within_one_standard_error(tmp_path):
     # 400 validation examples at 0.80: one standard error is 0.02
     best_file = str(tmp_path / "best")
     model, annealer = _annealer_on_tiny_model(patience=1, max_epochs=10, validation_items=400,
-                                              best_weights_file=best_file)
+                                              checkpoint_file=best_file)
     for epoch, score in enumerate([0.7, 0.8, 0.75]):
         _epoch(model, annealer, epoch, score, weights_value=epoch)
     assert annealer.annealed == 3
@@ -222,10 +222,12 @@ def test_annealed_epoch_is_kept_within_one_standard_error(tmp_path):
     assert tie["kept"] == 4 and tie["stopped"].endswith("and was kept: it ties epoch 2's 0.8000")
 
     model, annealer = _annealer_on_tiny_model(patience=1, max_epochs=10, validation_items=400,
-                                              best_weights_file=str(tmp_path / "other"))
+                                              checkpoint_file=str(tmp_path / "other"))
     for epoch, score in enumerate([0.7, 0.8, 0.75, 0.77]):       # 0.03 behind: the best epoch stays
         _epoch(model, annealer, epoch, score, weights_value=epoch)
     assert annealer.kept == 1 and annealer.tolerance is None and not (tmp_path / "other.index").exists()
+    annealer.resume_after([0.7], str(tmp_path / "chief"))       # a resumed worker reads the chief's checkpoint ...
+    assert annealer.checkpoint_file == str(tmp_path / "other")   # ... but writes only its own
     assert epoch_summary({"val_accuracy": [0.7, 0.8, 0.75, 0.77]}, "val_accuracy", cap=10, patience=1, auto=True,
                          annealed=3, restored_from=1, kept=annealer.kept)["kept"] == 2
 

@@ -124,8 +124,8 @@ class AnnealOnPlateau(StopWhenStalled):
     Measured on ``trec_questions`` (538 validation questions, two seeds): the
     best epoch led the annealed one by 4 and 3 questions on validation, and
     the annealed model scored 1.5 and 0.7 points higher on the test split.
-    The annealed weights then replace the best checkpoint in
-    ``best_weights_file``. ``annealed``, ``restored_from`` and ``kept``
+    The annealed weights then replace this process's best checkpoint,
+    ``checkpoint_file``. ``annealed``, ``restored_from`` and ``kept``
     (0-based epochs, or None) tell the summary what happened; ``tolerance``
     is the standard error the annealed epoch was kept within.
     After ``resume_after`` the best weights of the epochs before the
@@ -134,14 +134,14 @@ class AnnealOnPlateau(StopWhenStalled):
     """
 
     def __init__(self, monitor: str, patience: int, max_epochs: int, *, validation_items: int = 0,
-                 best_weights_file: Optional[str] = None):
+                 checkpoint_file: Optional[str] = None):
         super().__init__(monitor, patience)
-        self.max_epochs, self.validation_items = max_epochs, validation_items
-        self.best_weights_file = best_weights_file
+        self.max_epochs, self.validation_items, self.checkpoint_file = max_epochs, validation_items, checkpoint_file
+        self.best_weights_file: Optional[str] = None   # read on resume: the chief's checkpoint, on every worker
 
     def resume_after(self, scores: Sequence[float], best_weights_file: Optional[str] = None) -> None:
         super().resume_after(scores)
-        self.best_weights_file = best_weights_file or self.best_weights_file
+        self.best_weights_file = best_weights_file
 
     def on_train_begin(self, logs=None):
         self.best, self.wait, self.stopped_early = float("-inf"), 0, False
@@ -193,8 +193,8 @@ class AnnealOnPlateau(StopWhenStalled):
         tolerance = standard_error(self.monitor, self.best, self.validation_items)
         if self.best - score <= tolerance:
             self.kept, self.tolerance = epoch, tolerance
-            if self.best_weights_file:
-                self.model.save_weights(self.best_weights_file)
+            if self.checkpoint_file:
+                self.model.save_weights(self.checkpoint_file)
 
     def weights_from_file(self, path: str) -> list:
         """The model weights saved in ``path``, leaving the model and its optimizer state as they are."""

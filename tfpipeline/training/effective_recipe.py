@@ -23,7 +23,8 @@ is filled here, before any model is built:
   that stops early first spends one more epoch annealing from its best
   weights to 0 (``training.callbacks.AnnealOnPlateau``), so every run ends
   annealed, and keeps that epoch unless an earlier one beats it on
-  validation by more than one standard error. Warmup is at most one epoch, so it does not stretch with the cap.
+  validation by more than one standard error. Warmup is at most one epoch,
+  so it does not stretch with the cap.
   On small data an ``auto`` epoch is several passes over the training set
   (``passes_per_epoch``), so that patience and the cap count enough steps.
 

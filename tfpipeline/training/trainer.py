@@ -125,11 +125,11 @@ def epoch_summary(history: Dict[str, list], monitor: str, cap: int, patience: in
         if annealed is not None and annealed < run:
             start = f"from epoch {restored_from + 1}'s weights" if restored_from is not None else "on"
             stopped += f"; epoch {annealed + 1} annealed the learning rate to 0 {start}"
-            if chosen == annealed and best != annealed and scores[annealed] == scores[best]:
-                stopped += f" and was kept: it ties epoch {best + 1}'s {scores[best]:.4f}"
-            elif chosen == annealed and best != annealed and tolerance is not None:
-                stopped += (f" and was kept: its {scores[annealed]:.4f} is within one standard error "
-                            f"({tolerance:.4f}) of epoch {best + 1}'s {scores[best]:.4f}")
+            if chosen == annealed != best and (tolerance is not None or scores[annealed] == scores[best]):
+                stopped += " and was kept: " + (
+                    f"it ties epoch {best + 1}'s {scores[best]:.4f}" if scores[annealed] == scores[best] else
+                    f"its {scores[annealed]:.4f} is within one standard error ({tolerance:.4f}) of epoch "
+                    f"{best + 1}'s {scores[best]:.4f}")
     else:
         stopped = f"reached the {cap}-epoch cap" if auto else f"ran every epoch (epochs {cap})"
     return {"kept": chosen + 1 if run else 0, "run": run, "cap": cap, "monitor": monitor,
@@ -240,7 +240,7 @@ def fit_model(cfg: TrainConfig, data: TaskData, run_dir: str, *,
             if monitor == ENTITY_F1 else []
         annealer = AnnealOnPlateau(monitor, cfg.early_stopping_patience, cfg.epochs,
                                    validation_items=scored_items(data.validation, task),
-                                   best_weights_file=os.path.join(run_dir, BEST_WEIGHTS)) \
+                                   checkpoint_file=os.path.join(run_dir, BEST_WEIGHTS)) \
             if recipe.auto_epochs else None
         if annealer and past:
             annealer.resume_after([row.get(monitor, float("nan")) for row in past],
