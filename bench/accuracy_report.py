@@ -203,6 +203,17 @@ def score_cell(rows: list) -> str:
     return f"{mean(scores):.1f} ({min(scores):.1f}-{max(scores):.1f}, {len(scores)} seeds)"
 
 
+def chosen_cell(runs: list) -> str:
+    """What the recipe chose: learning rate, max length, epochs kept / run / cap. Over several seeds the
+    epochs are listed per seed when they differ (rate and length depend on the data, not the seed)."""
+    settings = sorted({f"{r['recipe']['learning_rate']:.0e}".replace("e-0", "e-") + f", {r['recipe']['max_length']}"
+                       for r in runs})
+    epochs = [f"{r['epochs']['kept']} / {r['epochs']['run']} / {r['epochs']['cap']}" for r in runs]
+    if len(set(epochs)) == 1:
+        return f"{'; '.join(settings)}, {epochs[0]}"
+    return f"{'; '.join(settings)}, " + "; ".join(f"{e} (seed {r['seed']})" for e, r in zip(epochs, runs))
+
+
 def defaults_table(rows: list, tuned_rows: list = ()) -> list:
     """Markdown lines: each dataset with no recipe options vs the tuned recipe: the rows of ``tuned_rows`` (a
     ``--recipe tuned`` run) where it has the dataset, else the README's older tuned numbers (TUNED)."""
@@ -219,15 +230,9 @@ def defaults_table(rows: list, tuned_rows: list = ()) -> list:
         minutes = mean(r["seconds"] for r in runs) / 60
         ratio = f"{minutes / tuned_min:.2f}x" + ("*" if loaded else "") if tuned_min else "-"
         mark = "" if floor is None else (" ✓" if score >= floor else " ✗")
-        chosen = []
-        for r in runs:
-            e, rec = r["epochs"], r["recipe"]
-            rate = f"{rec['learning_rate']:.0e}".replace("e-0", "e-")
-            chosen.append(f"{rate}, {rec['max_length']}, {e['kept']} / {e['run']} / {e['cap']}")
-        chosen_cell = chosen[0] if len(set(c.split(", ", 2)[2] for c in chosen)) == 1 else \
-            chosen[0].rsplit(", ", 1)[0] + ", " + "; ".join(c.rsplit(", ", 1)[1] for c in chosen)
+        chosen = chosen_cell(runs)
         lines.append(f"| `{name}` | {runs[0]['metric']} | **{score_cell(runs)}**{mark} | {tuned if tuned else '-'} | "
-                     f"{floor if floor else '-'} | {chosen_cell} | {minutes:.1f} | {ratio} |")
+                     f"{floor if floor else '-'} | {chosen} | {minutes:.1f} | {ratio} |")
     for r in rows:
         if "error" in r:
             tuned, _, floor = TUNED.get(r["dataset"], (None, None, None))

@@ -86,18 +86,14 @@ def child(args) -> int:
     return 0
 
 
-def write_export(path: str, threads: int, optimize: str) -> str:
-    """MiniLM-L6 + random head exported once, in a child process (the parent stays free of TensorFlow)."""
-    code = ("import sys, tfpipeline\n"
-            "from tfpipeline.bundle import ModelBundle\n"
-            "from tfpipeline.data.labels import LabelMap\n"
-            "from tfpipeline.data.tokenization import TextEncoder\n"
-            "from tfpipeline.models.checkpoint import resolve_checkpoint\n"
-            "from tfpipeline.models.task_model import build_task_model\n"
-            "ckpt = resolve_checkpoint('minilm'); labels = LabelMap(['neg', 'pos'])\n"
-            "bundle = ModelBundle(build_task_model(ckpt, 'classification', labels),\n"
-            "                     TextEncoder.from_directory(ckpt, max_length=64), labels, 'classification')\n"
-            "print(bundle.export(sys.argv[1], 'bench', optimize=sys.argv[2]))\n")
+def write_export(path: str, optimize: str) -> str:
+    """MiniLM-L6 + random head exported once by ``serving_batching.build_bundle``, in a child process (the
+    parent stays free of TensorFlow)."""
+    code = ("import argparse, sys\n"
+            f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+            "from serving_batching import build_bundle\n"
+            "args = argparse.Namespace(model_dir=None, checkpoint='minilm', max_length=64)\n"
+            "print(build_bundle(args, sys.argv[1]).export(sys.argv[1], 'bench', optimize=sys.argv[2]))\n")
     out = subprocess.run([sys.executable, "-c", code, path, optimize], check=True, capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1]
 
@@ -156,7 +152,7 @@ def main(argv=None) -> int:
     machine = benchlib.machine_info()
     runs: Dict[str, List[dict]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="allocator_") as tmp:
-        export = write_export(tmp, args.threads, args.optimize)
+        export = write_export(tmp, args.optimize)
         names = list(variants)
         for r in range(args.rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:

@@ -139,7 +139,8 @@ def run_variant(export_dir: str, root: str, variant: str, args) -> dict:
 def markdown(report: dict) -> str:
     lines = ["# Latency during a version change", "",
              f"`{report['command']}` - one process, loopback, {report['clients']} concurrent batch-1 gRPC clients; "
-             f"{report['machine']['cpus']} CPUs, load average {report['machine'].get('loadavg_1_5_15', [0])[0]:.1f} at start.", "",
+             f"{report['machine']['cpus']} CPUs, load average "
+             f"{report['machine'].get('loadavg_1_5_15', [0])[0]:.1f} at start.", "",
              "| new version | steady p50 / p99 ms | during change p50 / p99 / max ms | p99 ratio | reload s | "
              "failed |", "|---|---:|---:|---:|---:|---:|"]
     for r in report["variants"]:
