@@ -2,10 +2,12 @@
 import json
 import os
 
+import pytest
 import yaml
 
 from tfpipeline.config import TrainConfig
-from tfpipeline.training.tuner import TuneConfig, tune
+from tfpipeline.errors import ConfigError
+from tfpipeline.training.tuner import TuneConfig, trial_score, tune
 
 
 def _base(tiny_checkpoint):
@@ -51,3 +53,13 @@ def test_unknown_tunable_parameter_is_rejected():
 
     with pytest.raises(ConfigError, match="cannot tune"):
         TuneConfig(also_tune=["momentum"]).validate()
+
+
+def test_trial_score_is_the_objective_at_the_kept_epoch():
+    history = {"val_accuracy": [0.7, 0.8, 0.79], "val_loss": [0.5, 0.3, 0.35]}
+    annealed_kept = {"kept": 3, "run": 3}            # epochs auto kept the last epoch (within one SE of epoch 2)
+    assert trial_score(history, annealed_kept, "val_accuracy") == 0.79      # not max(): the model the trial made
+    assert trial_score(history, annealed_kept, "val_loss") == 0.35          # any objective, at that same epoch
+    assert trial_score(history, {"kept": 2, "run": 3}, "val_accuracy") == 0.8
+    with pytest.raises(ConfigError, match="objective 'val_f1' not among the metrics"):
+        trial_score(history, annealed_kept, "val_f1")

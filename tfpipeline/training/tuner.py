@@ -140,12 +140,8 @@ class FineTuneSearch:
         counter = _StepCounter()
         started = time.perf_counter()
         result = fit_model(cfg, self.data, run_dir, callbacks=[counter], say=lambda *a, **k: None)
-        history = result.history
-        if self.tune.objective not in history:
-            raise ConfigError(f"objective {self.tune.objective!r} not among the metrics {sorted(history)}")
-        best = max(history[self.tune.objective]) if maximise(self.tune.objective) \
-            else min(history[self.tune.objective])
-        metrics = {self.tune.objective: float(best), "trial_seconds": time.perf_counter() - started,
+        score = trial_score(result.history, result.epochs, self.tune.objective)
+        metrics = {self.tune.objective: score, "trial_seconds": time.perf_counter() - started,
                    "train_steps_epoch1": float(counter.steps)}
         self._metrics[trial.trial_id] = metrics
         return metrics
@@ -172,6 +168,18 @@ def with_task_defaults(tune: TuneConfig, base: TrainConfig, task: str) -> TuneCo
     high = tune.learning_rate_max or max(rate * 2, low)
     return dataclasses.replace(tune, learning_rate_min=low, learning_rate_max=high,
                                objective=tune.objective or SELECTION_METRIC.get(task, "val_accuracy")).validate()
+
+
+def trial_score(history: Mapping[str, Sequence[float]], epochs: Mapping[str, Any], objective: str) -> float:
+    """The trial's ``objective`` at the epoch its model keeps (``epochs["kept"]``, 1-based, from
+    ``trainer.epoch_summary``), not the objective's best over all epochs: under ``epochs: auto`` the kept
+    epoch may be the last one, within one standard error of the best, and the search should rank the
+    models the trials produce (``best_config.yaml`` reproduces that model, not a discarded epoch)."""
+    if objective not in history:
+        raise ConfigError(f"objective {objective!r} not among the metrics {sorted(history)}")
+    values = history[objective]
+    kept = int(epochs.get("kept") or len(values))
+    return float(values[kept - 1])
 
 
 def maximise(objective: str) -> bool:
