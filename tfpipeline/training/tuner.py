@@ -177,9 +177,7 @@ def trial_score(history: Mapping[str, Sequence[float]], epochs: Mapping[str, Any
     models the trials produce (``best_config.yaml`` reproduces that model, not a discarded epoch)."""
     if objective not in history:
         raise ConfigError(f"objective {objective!r} not among the metrics {sorted(history)}")
-    values = history[objective]
-    kept = int(epochs.get("kept") or len(values))
-    return float(values[kept - 1])
+    return float(history[objective][epochs["kept"] - 1])
 
 
 def maximise(objective: str) -> bool:
